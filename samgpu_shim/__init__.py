@@ -1,0 +1,47 @@
+"""samgpu-shim: GPU-resident ``SamPredictor.predict`` with one import.
+
+``import samgpu_shim`` arms the patch; ``SAMGPU_AS_NUMPY=1`` rolls the default
+back to numpy and ``SAMGPU_DISABLE=1`` installs nothing at all.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from ._config import ENV_AS_NUMPY, ENV_DISABLE, ENV_KPI_FILE, configure
+from ._convert import json_default, to_numpy
+from ._kpi import EVENT_PREDICT, KPI_LOGGER_NAME
+from ._patch import get_original, is_patched, patch, status, unpatch
+from ._streams import ready_event
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ENV_AS_NUMPY",
+    "ENV_DISABLE",
+    "ENV_KPI_FILE",
+    "EVENT_PREDICT",
+    "KPI_LOGGER_NAME",
+    "configure",
+    "get_original",
+    "is_patched",
+    "json_default",
+    "patch",
+    "ready_event",
+    "status",
+    "to_numpy",
+    "unpatch",
+]
+
+
+def _autopatch() -> None:
+    # The one line an application adds must never take it down.
+    try:
+        patch()
+    except Exception:
+        logging.getLogger("samgpu_shim").warning(
+            "samgpu_shim: could not install the patch; upstream left untouched", exc_info=True
+        )
+
+
+_autopatch()

@@ -1,0 +1,102 @@
+"""Real SAM models with random weights, for the benchmark and the tests.
+
+Built from ``segment_anything.modeling`` exactly like upstream's builders but
+without a checkpoint, so nothing is downloaded. The shim's contract holds for
+any weights.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Any, Dict
+
+# encoder embed dim, depth, heads, global attention blocks, prompt dim,
+# decoder MLP dim, decoder heads, IoU head hidden dim
+_ARCHS: Dict[str, tuple] = {
+    "tiny": (32, 2, 2, (1,), 32, 64, 2, 32),
+    "vit_b": (768, 12, 12, (2, 5, 8, 11), 256, 2048, 8, 256),
+    "vit_l": (1024, 24, 16, (5, 11, 17, 23), 256, 2048, 8, 256),
+    "vit_h": (1280, 32, 16, (7, 15, 23, 31), 256, 2048, 8, 256),
+}
+
+MODEL_NAMES = tuple(_ARCHS)
+
+
+def build_sam(name: str = "tiny", *, seed: int = 0, device: Any = "cpu") -> Any:
+    """A ``segment_anything.modeling.Sam`` of architecture ``name``, random weights.
+
+    ``tiny`` keeps SAM's real geometry (1024-pixel input, 64x64 embedding,
+    256x256 low-resolution masks) with very small widths, so it runs on a CPU
+    in milliseconds; ``vit_b``, ``vit_l`` and ``vit_h`` are the real ones.
+    """
+    import torch
+    from segment_anything.modeling import (
+        ImageEncoderViT,
+        MaskDecoder,
+        PromptEncoder,
+        Sam,
+        TwoWayTransformer,
+    )
+
+    if name not in _ARCHS:
+        raise ValueError(f"unknown model {name!r}; choose one of {', '.join(MODEL_NAMES)}")
+    embed, depth, heads, global_attn, prompt_dim, mlp_dim, dec_heads, iou_hidden = _ARCHS[name]
+    image_size, patch = 1024, 16
+    grid = image_size // patch
+    gen_state = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    try:
+        sam = Sam(
+            image_encoder=ImageEncoderViT(
+                depth=depth,
+                embed_dim=embed,
+                img_size=image_size,
+                mlp_ratio=4,
+                norm_layer=partial(torch.nn.LayerNorm, eps=1e-6),
+                num_heads=heads,
+                patch_size=patch,
+                qkv_bias=True,
+                use_rel_pos=True,
+                global_attn_indexes=global_attn,
+                window_size=14,
+                out_chans=prompt_dim,
+            ),
+            prompt_encoder=PromptEncoder(
+                embed_dim=prompt_dim,
+                image_embedding_size=(grid, grid),
+                input_image_size=(image_size, image_size),
+                mask_in_chans=16,
+            ),
+            mask_decoder=MaskDecoder(
+                num_multimask_outputs=3,
+                transformer=TwoWayTransformer(
+                    depth=2, embedding_dim=prompt_dim, mlp_dim=mlp_dim, num_heads=dec_heads
+                ),
+                transformer_dim=prompt_dim,
+                iou_head_depth=3,
+                iou_head_hidden_dim=iou_hidden,
+            ),
+            pixel_mean=[123.675, 116.28, 103.53],
+            pixel_std=[58.395, 57.12, 57.375],
+        )
+    finally:
+        torch.random.set_rng_state(gen_state)
+    return sam.eval().to(device)
+
+
+def synthetic_image(height: int, width: int, seed: int = 0) -> Any:
+    """A deterministic RGB uint8 frame with smooth structure and noise."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:height, 0:width]
+    base = np.stack(
+        [
+            128 + 100 * np.sin(x / max(width, 1) * 6.0),
+            128 + 100 * np.cos(y / max(height, 1) * 5.0),
+            128 + 60 * np.sin((x + y) / max(height + width, 1) * 9.0),
+        ],
+        axis=-1,
+    )
+    noisy = base + rng.normal(0, 12, size=base.shape)
+    return np.clip(noisy, 0, 255).astype(np.uint8)

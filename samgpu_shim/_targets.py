@@ -1,0 +1,158 @@
+"""What gets patched: one :class:`Family` per package that ships a predictor.
+
+A family names the module whose import triggers the patch and the attributes
+to wrap there. Wrappers are built lazily, after the family's own import, so
+that ``import samgpu_shim`` imports neither torch nor any SAM package.
+"""
+
+from __future__ import annotations
+
+import inspect
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Optional, Tuple
+
+from . import _config, _kpi
+
+Wrapper = Callable[[Any, Any, tuple, dict], Any]
+
+
+@dataclass(frozen=True)
+class Target:
+    """One attribute to wrap: ``module`` then the dotted ``attribute`` path."""
+
+    module: str
+    attribute: str
+    make_wrapper: Callable[[Any], Wrapper]
+    # Returns why ``original`` is not what we support, or None when it is.
+    check: Callable[[Any], Optional[str]]
+    # Whether the wrapper adds ``as_numpy`` to the visible signature.
+    adds_as_numpy: bool = False
+
+
+@dataclass(frozen=True)
+class Family:
+    name: str
+    distribution: str
+    hook_module: str
+    targets: Tuple[Target, ...]
+
+
+SAM1_PREDICT_PARAMS = (
+    "self",
+    "point_coords",
+    "point_labels",
+    "box",
+    "mask_input",
+    "multimask_output",
+    "return_logits",
+)
+SAM1_EMBED_POINTS_PARAMS = ("self", "points", "labels", "pad")
+
+
+def _params_check(expected: Tuple[str, ...]) -> Callable[[Any], Optional[str]]:
+    def check(original: Any) -> Optional[str]:
+        if not callable(original):
+            return f"expected a function, found {type(original).__name__}"
+        try:
+            found = tuple(inspect.signature(original).parameters)
+        except (TypeError, ValueError) as exc:
+            return f"cannot read its signature: {exc}"
+        if found != expected:
+            return f"its parameters are {found}, expected {expected}"
+        return None
+
+    return check
+
+
+def predict_wrapper(family: str, resident: Callable[..., Any]) -> Wrapper:
+    """The wrapper around a predictor's ``predict``: dispatch, then KPI."""
+    resolve = _config.resolve_as_numpy
+    emit = _kpi.emit_predict
+    clock = time.perf_counter
+
+    def wrapper(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> Any:
+        as_numpy, source = resolve(kwargs.pop("as_numpy", None))
+        started = clock()
+        if as_numpy:
+            out = wrapped(*args, **kwargs)
+        else:
+            out = resident(instance, *args, **kwargs)
+        emit(instance, out, as_numpy, source, started, family)
+        return out
+
+    return wrapper
+
+
+def _sam1_predict(original: Any) -> Wrapper:
+    from ._resident import predict_resident
+
+    return predict_wrapper("segment-anything", predict_resident)
+
+
+def _sam1_embed_points(original: Any) -> Wrapper:
+    from ._resident import SYNC_FREE, embed_points_sync_free
+
+    flag = SYNC_FREE.get
+
+    def wrapper(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> Any:
+        if flag():
+            return embed_points_sync_free(instance, *args, **kwargs)
+        return wrapped(*args, **kwargs)
+
+    return wrapper
+
+
+SAM1 = Family(
+    name="segment-anything",
+    distribution="segment-anything",
+    hook_module="segment_anything",
+    targets=(
+        Target(
+            module="segment_anything.predictor",
+            attribute="SamPredictor.predict",
+            make_wrapper=_sam1_predict,
+            check=_params_check(SAM1_PREDICT_PARAMS),
+            adds_as_numpy=True,
+        ),
+        Target(
+            module="segment_anything.modeling.prompt_encoder",
+            attribute="PromptEncoder._embed_points",
+            make_wrapper=_sam1_embed_points,
+            check=_params_check(SAM1_EMBED_POINTS_PARAMS),
+        ),
+    ),
+)
+
+FAMILIES: Tuple[Family, ...] = (SAM1,)
+
+
+def fork_family(spec: str) -> Family:
+    """A family for an in-house copy of the SAM 1 predictor: ``"pkg.mod:Class"``.
+
+    Only ``predict`` is wrapped; the fork's prompt encoder is its own, so the
+    sync-free point embedding is not installed for it.
+    """
+    module, sep, cls = spec.partition(":")
+    if not sep or not module or not cls:
+        raise ValueError(f"patch target must look like 'package.module:ClassName', got {spec!r}")
+    return Family(
+        name=spec,
+        distribution=module.split(".")[0],
+        hook_module=module,
+        targets=(
+            Target(
+                module=module,
+                attribute=f"{cls}.predict",
+                make_wrapper=lambda original: predict_wrapper(spec, _resident_predict()),
+                check=_params_check(SAM1_PREDICT_PARAMS),
+                adds_as_numpy=True,
+            ),
+        ),
+    )
+
+
+def _resident_predict() -> Callable[..., Any]:
+    from ._resident import predict_resident
+
+    return predict_resident
