@@ -198,6 +198,12 @@ def patch(*targets: str) -> bool:
             return False
         if not _armed:
             _kpi.install_file_handler(settings.kpi_file)
+        if not targets and not any(_findable(f.hook_module) for f in families):
+            _logger.warning(
+                "samgpu_shim: no supported SAM package is installed (%s); the patch "
+                "applies if one is imported later",
+                ", ".join(f.hook_module for f in families),
+            )
         armed_any = False
         for family in families:
             if family.name in _armed:

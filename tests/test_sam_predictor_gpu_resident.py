@@ -173,3 +173,34 @@ def test_numpy_mode_keeps_upstream_errors(predictor):
 def test_unknown_keyword_is_a_type_error(predictor):
     with pytest.raises(TypeError):
         predictor.predict(PC, PL, multimask=True)
+
+
+def test_against_a_process_without_the_shim(predictor, tmp_path):
+    """Reference outputs from an interpreter where nothing is patched at all."""
+    from conftest import IMAGE_HW, run_python
+
+    out = tmp_path / "ref.npz"
+    run_python(
+        f"""
+import numpy as np, sys
+sys.path.insert(0, {str(__import__('pathlib').Path(__file__).parent)!r})
+import samgpu_shim  # SAMGPU_DISABLE=1: installs nothing
+from samgpu_shim._models import build_sam, synthetic_image
+from segment_anything import SamPredictor
+from prompts import PROMPT_MIXES
+assert not hasattr(SamPredictor.__dict__["predict"], "__wrapped__")
+p = SamPredictor(build_sam("tiny", seed=0)); p.set_image(synthetic_image({IMAGE_HW[0]}, {IMAGE_HW[1]}, seed=1))
+ref = {{}}
+for name, (args, kwargs) in PROMPT_MIXES.items():
+    for i, a in enumerate(p.predict(*args, **kwargs)):
+        ref[f"{{name}}-{{i}}"] = a
+np.savez({str(out)!r}, **ref)
+""",
+        env={"SAMGPU_DISABLE": "1"},
+    )
+    ref = np.load(out)
+    for name, (args, kwargs) in PROMPT_MIXES.items():
+        expected = tuple(ref[f"{name}-{i}"] for i in range(3))
+        assert_equal_to_upstream(expected, predictor.predict(*args, **kwargs), predictor.device)
+        for exp, got in zip(expected, predictor.predict(*args, **kwargs, as_numpy=True)):
+            assert got.tobytes() == exp.tobytes() and got.dtype == exp.dtype and got.shape == exp.shape
