@@ -1,0 +1,244 @@
+"""``samgpu-shim bench``: upstream and the shim side by side, interleaved.
+
+For each model, one process, one predictor, one image: every iteration calls
+each path once, so drifts in clocks or load hit all paths alike. Latency is
+host wall time until the result is usable: upstream returns host arrays; the
+shim's call is followed by a wait for its device, so device work is counted.
+Host syncs per call are counted in a separate, untimed pass.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import statistics
+import sys
+import time
+from typing import Any, Callable, Dict, List, Optional
+
+import numpy as np
+import torch
+
+from . import _pipeline
+from ._models import build_sam, synthetic_image
+from .syncs import SyncProneOps, count_cuda_syncs
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def _percentile(samples: List[float], q: float) -> float:
+    return float(np.percentile(np.asarray(samples), q))
+
+
+def _summary(samples_ms: List[float]) -> Dict[str, float]:
+    return {
+        "p50_ms": round(_percentile(samples_ms, 50), 4),
+        "p99_ms": round(_percentile(samples_ms, 99), 4),
+        "max_ms": round(max(samples_ms), 4),
+        "mean_ms": round(statistics.fmean(samples_ms), 4),
+    }
+
+
+def _syncs_per_call(fn: Callable[[], Any], device: torch.device, repeats: int = 5) -> Dict[str, Any]:
+    if device.type == "cuda":
+        total = 0
+        for _ in range(repeats):
+            n, _ = count_cuda_syncs(fn)
+            total += n
+        torch.cuda.synchronize(device)
+        return {"syncs_per_call": total / repeats, "sync_measure": "cuda sync debug mode"}
+    ops = SyncProneOps()
+    with ops:
+        for _ in range(repeats):
+            fn()
+    return {"syncs_per_call": len(ops.calls) / repeats, "sync_measure": "sync-prone ops (CPU proxy)"}
+
+
+def run_model(
+    model: str,
+    device: torch.device,
+    image_hw: tuple,
+    calls: int,
+    warmup: int,
+    pipeline: bool = True,
+) -> Dict[str, Any]:
+    from segment_anything import SamPredictor
+
+    import samgpu_shim
+
+    if not samgpu_shim.is_patched():
+        samgpu_shim.patch()
+    original = samgpu_shim.get_original(SamPredictor, "predict")
+    sam = build_sam(model, device=device)
+    predictor = SamPredictor(sam)
+    image = synthetic_image(*image_hw)
+    started = time.perf_counter()
+    predictor.set_image(image)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    set_image_ms = (time.perf_counter() - started) * 1e3
+    h, w = image_hw
+    coords = np.array([[w // 2, h // 2]], dtype=np.float64)
+    labels = np.array([1])
+
+    def wait() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    def upstream_predict() -> Any:
+        return original(predictor, coords, labels)
+
+    def shim_predict() -> Any:
+        out = predictor.predict(coords, labels)
+        wait()
+        return out
+
+    def upstream_pipeline() -> str:
+        masks, scores, _ = original(predictor, coords, labels)
+        return _pipeline.packet_numpy(masks, scores)
+
+    def shim_pipeline() -> str:
+        masks, scores, _ = predictor.predict(coords, labels)
+        return _pipeline.packet_torch(masks, scores)
+
+    paths: Dict[str, Callable[[], Any]] = {
+        "upstream predict (numpy out)": upstream_predict,
+        "shim predict (tensors out)": shim_predict,
+    }
+    if pipeline:
+        paths["frame pipeline, numpy on upstream"] = upstream_pipeline
+        paths["frame pipeline, shim on device"] = shim_pipeline
+
+    # Same answers before timing anything.
+    ref = upstream_predict()
+    got = shim_predict()
+    identical = all(np.array_equal(r, g.cpu().numpy()) for r, g in zip(ref, got))
+    if pipeline:
+        pipelines_agree = json.loads(upstream_pipeline())["area_px"] == json.loads(shim_pipeline())["area_px"]
+    else:
+        pipelines_agree = None
+
+    for fn in paths.values():
+        for _ in range(warmup):
+            fn()
+    syncs = {name: _syncs_per_call(fn, device) for name, fn in paths.items()}
+
+    samples: Dict[str, List[float]] = {name: [] for name in paths}
+    clock = time.perf_counter
+    for _ in range(calls):
+        for name, fn in paths.items():
+            t0 = clock()
+            fn()
+            samples[name].append((clock() - t0) * 1e3)
+
+    rows = []
+    for name in paths:
+        rows.append(
+            {
+                "model": model,
+                "path": name,
+                "calls": calls,
+                **syncs[name],
+                **_summary(samples[name]),
+                "samples_ms": [round(s, 4) for s in samples[name]],
+            }
+        )
+    outputs = [type(x).__name__ + (f"@{x.device}" if isinstance(x, torch.Tensor) else "") for x in got]
+    return {
+        "model": model,
+        "image_hw": list(image_hw),
+        "set_image_ms": round(set_image_ms, 2),
+        "identical_to_upstream": identical,
+        "pipelines_agree": pipelines_agree,
+        "shim_outputs": outputs,
+        "rows": rows,
+    }
+
+
+def environment(device: torch.device) -> Dict[str, Any]:
+    from importlib import metadata
+
+    def version(dist: str) -> Optional[str]:
+        try:
+            return metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            return None
+
+    info = {
+        "device": str(device),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine(),
+        "python": sys.version.split()[0],
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "wrapt": version("wrapt"),
+        "segment_anything": version("segment-anything"),
+        "cpu_threads": torch.get_num_threads(),
+    }
+    return info
+
+
+def format_table(report: Dict[str, Any]) -> str:
+    env = report["environment"]
+    lines = [
+        f"device: {env['device']} ({env['device_name']}), torch {env['torch']}, numpy {env['numpy']}",
+    ]
+    header = f"{'model':<6} {'path':<36} {'calls':>5} {'syncs/call':>10} {'p50 ms':>9} {'p99 ms':>9} {'max ms':>9}"
+    for result in report["results"]:
+        lines.append("")
+        lines.append(
+            f"{result['model']}: image {result['image_hw'][0]}x{result['image_hw'][1]}, set_image "
+            f"{result['set_image_ms']:.1f} ms, shim outputs {', '.join(result['shim_outputs'])}, "
+            f"identical to upstream: {result['identical_to_upstream']}"
+        )
+        lines.append(header)
+        for row in result["rows"]:
+            lines.append(
+                f"{row['model']:<6} {row['path']:<36} {row['calls']:>5} {row['syncs_per_call']:>10.1f} "
+                f"{row['p50_ms']:>9.3f} {row['p99_ms']:>9.3f} {row['max_ms']:>9.3f}"
+            )
+        by_path = {row["path"]: row for row in result["rows"]}
+        up = by_path["upstream predict (numpy out)"]["p50_ms"]
+        shim = by_path["shim predict (tensors out)"]["p50_ms"]
+        note = f"shim p50 / upstream p50 = {shim / up:.2f}"
+        if "frame pipeline, shim on device" in by_path:
+            np_p = by_path["frame pipeline, numpy on upstream"]["p50_ms"]
+            gpu_p = by_path["frame pipeline, shim on device"]["p50_ms"]
+            note += f"; frame pipeline speed-up {np_p / gpu_p:.2f}x"
+        lines.append(note)
+        lines.append(f"({result['rows'][0]['sync_measure']})")
+    return "\n".join(lines)
+
+
+def plot(report: Dict[str, Any], path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    results = report["results"]
+    fig, axes = plt.subplots(1, len(results), figsize=(6 * len(results), 4), squeeze=False)
+    for ax, result in zip(axes[0], results):
+        rows = result["rows"]
+        ax.boxplot([r["samples_ms"] for r in rows], vert=False, whis=(1, 99), showfliers=True)
+        ax.set_yticks(range(1, len(rows) + 1), [r["path"] for r in rows], fontsize=8)
+        ax.set_xscale("log")
+        ax.set_xlabel("latency per call, ms (log scale; whiskers p1-p99)")
+        ax.set_title(f"{result['model']} on {report['environment']['device_name']}", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def run(args: Any) -> Dict[str, Any]:
+    device = pick_device(args.device)
+    h, w = (int(v) for v in args.image.lower().split("x"))
+    calls = args.calls if args.calls is not None else (300 if device.type == "cuda" else 50)
+    report = {"environment": environment(device), "results": []}
+    for model in args.model:
+        report["results"].append(
+            run_model(model, device, (h, w), calls, args.warmup, pipeline=not args.no_pipeline)
+        )
+    return report

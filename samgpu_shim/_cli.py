@@ -1,0 +1,105 @@
+"""Command line: ``samgpu-shim bench`` and ``samgpu-shim doctor``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import List, Optional
+
+
+def _doctor() -> int:
+    from importlib import metadata
+
+    import samgpu_shim
+    from samgpu_shim import _config
+
+    settings = _config.Settings.from_env()
+    print("samgpu-shim", samgpu_shim.__version__)
+    print("environment (as read now):")
+    print(f"  {_config.ENV_AS_NUMPY} -> default output {'numpy' if settings.as_numpy else 'tensors'}")
+    print(f"  {_config.ENV_DISABLE} -> {'patch disabled' if settings.disabled else 'patch enabled'}")
+    print(f"  {_config.ENV_KPI_FILE} -> {settings.kpi_file or '(unset)'}")
+    as_numpy, source = _config.default_as_numpy()
+    print(f"in force: default output {'numpy' if as_numpy else 'tensors'} (from {source})")
+    # Import the families so that their patch state is real, not pending.
+    for row in samgpu_shim.status():
+        if row["installed"] == "yes":
+            try:
+                __import__(row["module"])
+            except Exception as exc:  # a broken install is worth seeing, not a crash
+                print(f"  import of {row['family']} failed: {exc}")
+    print("families:")
+    for row in samgpu_shim.status():
+        print(f"  {row['family']}: installed {row['installed']}, {row['status']}")
+        print(f"    targets: {row['targets']}")
+    print("versions:")
+    for dist in ("torch", "torchvision", "numpy", "wrapt", "segment-anything"):
+        try:
+            version = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            version = "not installed"
+        print(f"  {dist}: {version}")
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            names = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+            print(f"cuda: {torch.version.cuda}, devices: {names}")
+        else:
+            print("cuda: not available (the shim returns CPU tensors there)")
+    except ImportError:
+        print("torch: not importable")
+    return 0
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from samgpu_shim import _bench
+
+    report = _bench.run(args)
+    print(_bench.format_table(report))
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as f:
+            json.dump(report, f, indent=1)
+        print(f"saved {args.json}")
+    if args.plot:
+        try:
+            _bench.plot(report, args.plot)
+            print(f"saved {args.plot}")
+        except ImportError:
+            print("--plot needs matplotlib: pip install 'samgpu-shim[plot]'", file=sys.stderr)
+            return 2
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="samgpu-shim", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    bench = sub.add_parser("bench", help="upstream predict against the shim, interleaved")
+    bench.add_argument(
+        "--model",
+        nargs="+",
+        default=["tiny"],
+        choices=["tiny", "vit_b", "vit_l", "vit_h"],
+        help="SAM architectures, random weights (default: tiny, which runs on a CPU in seconds)",
+    )
+    bench.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda, cuda:1, ...")
+    bench.add_argument("--image", default="1080x1920", help="frame size HxW (default 1080x1920)")
+    bench.add_argument("--calls", type=int, default=None, help="timed calls per path (default 300 on CUDA, 50 on CPU)")
+    bench.add_argument("--warmup", type=int, default=10, help="untimed calls per path first")
+    bench.add_argument("--no-pipeline", action="store_true", help="skip the frame-pipeline comparison")
+    bench.add_argument("--json", metavar="PATH", help="save every number (and the samples) as JSON")
+    bench.add_argument("--plot", metavar="PATH", help="save a PNG of the latency distributions (needs matplotlib)")
+    sub.add_parser("doctor", help="configuration, patch state and versions")
+    return parser
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "doctor":
+        return _doctor()
+    return _bench(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
