@@ -7,7 +7,8 @@ and does not see ``torch.cuda.synchronize()`` itself.
 :class:`SyncProneOps` works on any device: a ``TorchFunctionMode`` that
 records the operations that would make the host wait if their tensors lived
 on a GPU (device-to-host copies, ``.item()``, ``.tolist()``, ``bool()`` and
-friends, ``nonzero``, boolean-mask reads, boolean-mask writes of tensors).
+friends, ``nonzero``, boolean-mask reads, boolean-mask writes of tensors,
+indexing with a 0-d integer tensor such as ``x[scores.argmax()]``).
 It lets CPU-only CI guard the property that the GPU suite proves.
 """
 
@@ -28,6 +29,16 @@ _DATA_DEPENDENT = {"nonzero", "argwhere", "masked_select", "unique", "unique_con
 def _is_bool_index(index: Any) -> bool:
     items = index if isinstance(index, tuple) else (index,)
     return any(isinstance(i, torch.Tensor) and i.dtype in (torch.bool, torch.uint8) for i in items)
+
+
+def _is_scalar_tensor_index(index: Any) -> bool:
+    # ``x[t]`` with a 0-d integer tensor reads ``t`` on the host, like ``int(t)``
+    # (``x[scores.argmax()]``); a 1-element 1-d index stays on the device.
+    items = index if isinstance(index, tuple) else (index,)
+    return any(
+        isinstance(i, torch.Tensor) and i.dim() == 0 and not i.is_floating_point() and i.dtype != torch.bool
+        for i in items
+    )
 
 
 def _targets_host(args: tuple, kwargs: dict) -> bool:
@@ -59,6 +70,8 @@ class SyncProneOps(TorchFunctionMode):
             self.calls.append(name)
         elif name == "__getitem__" and len(args) > 1 and _is_bool_index(args[1]):
             self.calls.append("__getitem__[bool]")
+        elif name in ("__getitem__", "__setitem__") and len(args) > 1 and _is_scalar_tensor_index(args[1]):
+            self.calls.append(f"{name}[0-d tensor]")
         elif (
             name == "__setitem__"
             and len(args) > 2

@@ -35,9 +35,18 @@ def test_detector_sees_upstreams_syncs(predictor):
 def test_tensor_feedback_loop_calls_no_sync_prone_op(predictor):
     masks, scores, logits = predictor.predict(PC, PL)
     with SyncProneOps() as ops:
-        best = logits[scores.argmax()][None]
+        best = logits[scores.argmax(dim=0, keepdim=True)]  # (1, 256, 256), stays on the device
         predictor.predict(torch.as_tensor(PC), torch.as_tensor(PL), mask_input=best)
     assert ops.calls == []
+
+
+def test_detector_flags_scalar_tensor_index(predictor):
+    # ``logits[scores.argmax()]`` reads the index on the host: a sync on CUDA
+    # (seen on an H100), so the CPU guard must flag it too.
+    masks, scores, logits = predictor.predict(PC, PL)
+    with SyncProneOps() as ops:
+        logits[scores.argmax()][None]
+    assert ops.calls == ["__getitem__[0-d tensor]"]
 
 
 @pytest.mark.parametrize("pad", [True, False])

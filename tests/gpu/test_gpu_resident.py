@@ -52,6 +52,13 @@ def test_no_sync_and_equal_to_upstream(gpu_predictor, mix):
     assert_equal_to_upstream(upstream(gpu_predictor, *args, **kwargs), got, gpu_predictor.device)
 
 
+def test_scalar_tensor_index_syncs(gpu_predictor):
+    # Documents the caller-side trap the CPU detector flags.
+    masks, scores, logits = gpu_predictor.predict(PC, PL)
+    assert count_cuda_syncs(lambda: logits[scores.argmax()])[0] >= 1
+    assert count_cuda_syncs(lambda: logits[scores.argmax(dim=0, keepdim=True)])[0] == 0
+
+
 def test_upstream_syncs_are_seen(gpu_predictor):
     # The detector must be able to fail on this machine.
     n, _ = count_cuda_syncs(lambda: upstream(gpu_predictor, PC[:1], PL[:1]))
@@ -64,7 +71,10 @@ def test_device_tensor_prompts_and_feedback_loop(gpu_predictor):
     masks, scores, logits = gpu_predictor.predict(coords, labels)
 
     def refine():
-        return gpu_predictor.predict(coords, labels, mask_input=logits[scores.argmax()][None], multimask_output=False)
+        # argmax(keepdim=True) keeps the index on the device; logits[scores.argmax()]
+        # would read it on the host (a sync in the caller's code, not the shim's).
+        best = logits[scores.argmax(dim=0, keepdim=True)]
+        return gpu_predictor.predict(coords, labels, mask_input=best, multimask_output=False)
 
     got = _strict(refine)
     exp_m, exp_s, exp_l = upstream(gpu_predictor, PC, PL)
