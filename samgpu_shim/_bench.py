@@ -170,7 +170,11 @@ def environment(device: torch.device) -> Dict[str, Any]:
 
     info = {
         "device": str(device),
-        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine(),
+        "device_name": (
+            torch.cuda.get_device_name(device)
+            if device.type == "cuda"
+            else platform.processor() or platform.machine()
+        ),
         "python": sys.version.split()[0],
         "torch": torch.__version__,
         "numpy": np.__version__,

@@ -61,7 +61,7 @@ class Settings:
     as_numpy_set: bool = False
 
     @classmethod
-    def from_env(cls, environ: Optional[Mapping[str, str]] = None) -> "Settings":
+    def from_env(cls, environ: Optional[Mapping[str, str]] = None) -> Settings:
         env = os.environ if environ is None else environ
         raw = env.get(ENV_AS_NUMPY)
         return cls(
@@ -100,7 +100,7 @@ def env_settings() -> Settings:
     return _env
 
 
-def configure(*, as_numpy: "bool | None | _Unset" = UNSET) -> None:
+def configure(*, as_numpy: bool | None | _Unset = UNSET) -> None:
     """Change the default output mode at run time.
 
     ``as_numpy=True`` makes numpy the default, ``False`` makes GPU tensors the

@@ -11,10 +11,10 @@ from typing import Any, Dict
 import numpy as np
 import pytest
 import torch
+from segment_anything import SamPredictor
 
 import samgpu_shim
 from samgpu_shim._models import build_sam, synthetic_image
-from segment_anything import SamPredictor
 
 IMAGE_HW = (120, 160)
 
