@@ -8,7 +8,7 @@ the tensors live and copies nine numbers to the host once, at the very end.
 from __future__ import annotations
 
 import json
-from typing import Any, Dict
+from typing import Any, Dict, Tuple
 
 import numpy as np
 import torch
@@ -38,36 +38,53 @@ def packet_numpy(masks: np.ndarray, scores: np.ndarray) -> str:
     return json.dumps(_packet(index, float(scores[index]), area, cy, cx, box))
 
 
+# Coordinate ramps per (height, width, device), reused frame after frame.
+_RAMPS: Dict[Tuple[int, int, torch.device], Tuple[torch.Tensor, torch.Tensor]] = {}
+
+
+def _ramps(height: int, width: int, device: torch.device) -> Tuple[torch.Tensor, torch.Tensor]:
+    key = (height, width, device)
+    ramps = _RAMPS.get(key)
+    if ramps is None:
+        if len(_RAMPS) >= 16:
+            _RAMPS.clear()
+        ramps = (
+            torch.arange(height, device=device, dtype=torch.float64),
+            torch.arange(width, device=device, dtype=torch.float64),
+        )
+        _RAMPS[key] = ramps
+    return ramps
+
+
 def packet_torch(masks: torch.Tensor, scores: torch.Tensor) -> str:
-    index = scores.argmax()
-    best = masks.index_select(0, index.view(1))[0]
+    # Every step is a plain kernel on the tensors' device (no data-dependent
+    # shapes, no host reads); the eager path is launch-bound, so fewer ops is
+    # the goal: the index stays a 1-element tensor, the ramps are cached, and
+    # divisions happen on the host after the single copy.
+    index = scores.argmax(dim=0, keepdim=True)
+    best = masks.index_select(0, index)[0]
     height, width = best.shape
+    ys, xs = _ramps(height, width, best.device)
     rows = best.sum(dim=1, dtype=torch.float64)
     cols = best.sum(dim=0, dtype=torch.float64)
-    area = rows.sum()
-    ys = torch.arange(height, device=best.device, dtype=torch.float64)
-    xs = torch.arange(width, device=best.device, dtype=torch.float64)
-    # First and last occupied row/column, by argmax over the 0/1 occupancy.
-    row_any = (rows > 0).to(torch.uint8)
-    col_any = (cols > 0).to(torch.uint8)
-    y0 = row_any.argmax()
-    y1 = height - 1 - row_any.flip(0).argmax()
-    x0 = col_any.argmax()
-    x1 = width - 1 - col_any.flip(0).argmax()
-    safe = area.clamp(min=1)
+    row_hit = rows > 0
+    col_hit = cols > 0
     numbers = torch.stack(
         [
-            index.to(torch.float64),
-            scores.index_select(0, index.view(1))[0].to(torch.float64),
-            area,
-            (rows * ys).sum() / safe,
-            (cols * xs).sum() / safe,
-            x0.to(torch.float64),
-            y0.to(torch.float64),
-            x1.to(torch.float64),
-            y1.to(torch.float64),
+            index[0].to(torch.float64),
+            scores.index_select(0, index)[0].to(torch.float64),
+            rows.sum(),
+            rows @ ys,
+            cols @ xs,
+            torch.where(col_hit, xs, width).amin(),
+            torch.where(row_hit, ys, height).amin(),
+            torch.where(col_hit, xs, -1).amax(),
+            torch.where(row_hit, ys, -1).amax(),
         ]
     )
     # The one device-to-host copy of the frame: the application's own result.
     n = numbers.cpu().tolist()
-    return json.dumps(_packet(int(n[0]), n[1], int(n[2]), n[3], n[4], n[5:9]))
+    area = int(n[2])
+    cy = n[3] / area if area else 0.0
+    cx = n[4] / area if area else 0.0
+    return json.dumps(_packet(int(n[0]), n[1], area, cy, cx, n[5:9]))

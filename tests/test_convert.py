@@ -60,3 +60,16 @@ def test_the_error_it_fixes(predictor):
     with pytest.raises(TypeError, match="not JSON serializable"):
         json.dumps({"scores": scores})
     assert len(json.loads(json.dumps({"scores": scores}, default=samgpu_shim.json_default))["scores"]) == 3
+
+
+def test_pickling(predictor):
+    import pickle
+
+    from segment_anything import SamPredictor
+
+    copy = pickle.loads(pickle.dumps(predictor))
+    assert type(copy) is SamPredictor
+    got = copy.predict(np.array([[10, 10]]), np.array([1]))
+    assert torch.equal(got[0], predictor.predict(np.array([[10, 10]]), np.array([1]))[0])
+    with pytest.raises(NotImplementedError):
+        pickle.dumps(SamPredictor.predict)  # a wrapt proxy: documented limitation
