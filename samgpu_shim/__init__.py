@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 
-from ._config import ENV_AS_NUMPY, ENV_DISABLE, ENV_KPI_FILE, configure
+from ._config import ENV_AS_NUMPY, ENV_CUDA_GRAPHS, ENV_DISABLE, ENV_KPI_FILE, configure
 from ._convert import json_default, to_numpy
 from ._kpi import EVENT_PREDICT, KPI_LOGGER_NAME
 from ._patch import get_original, is_patched, patch, status, unpatch
@@ -18,12 +18,15 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ENV_AS_NUMPY",
+    "ENV_CUDA_GRAPHS",
     "ENV_DISABLE",
     "ENV_KPI_FILE",
     "EVENT_PREDICT",
     "KPI_LOGGER_NAME",
+    "clear_graphs",
     "configure",
     "get_original",
+    "graph_stats",
     "is_patched",
     "json_default",
     "patch",
@@ -32,6 +35,20 @@ __all__ = [
     "to_numpy",
     "unpatch",
 ]
+
+
+def graph_stats() -> dict:
+    """Graph mode counters: captures, replays, fallbacks, evictions, cached graphs and their memory."""
+    from ._graphs import stats
+
+    return stats()
+
+
+def clear_graphs() -> None:
+    """Drop every captured CUDA graph (after replacing a model's parameters, say)."""
+    from ._graphs import clear
+
+    clear()
 
 
 def _autopatch() -> None:

@@ -20,6 +20,7 @@ def _doctor() -> int:
     print(f"  {_config.ENV_AS_NUMPY} -> default output {'numpy' if settings.as_numpy else 'tensors'}")
     print(f"  {_config.ENV_DISABLE} -> {'patch disabled' if settings.disabled else 'patch enabled'}")
     print(f"  {_config.ENV_KPI_FILE} -> {settings.kpi_file or '(unset)'}")
+    print(f"  {_config.ENV_CUDA_GRAPHS} -> graph mode {'on' if settings.cuda_graphs else 'off'}")
     as_numpy, source = _config.default_as_numpy()
     print(f"in force: default output {'numpy' if as_numpy else 'tensors'} (from {source})")
     # Import the families so that their patch state is real, not pending.
@@ -88,6 +89,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--calls", type=int, default=None, help="timed calls per path (default 300 on CUDA, 50 on CPU)")
     bench.add_argument("--warmup", type=int, default=10, help="untimed calls per path first")
     bench.add_argument("--no-pipeline", action="store_true", help="skip the frame-pipeline comparison")
+    bench.add_argument(
+        "--cuda-graphs", action="store_true", help="also time graph mode (CUDA only; capture time reported)"
+    )
     bench.add_argument("--json", metavar="PATH", help="save every number (and the samples) as JSON")
     bench.add_argument("--plot", metavar="PATH", help="save a PNG of the latency distributions (needs matplotlib)")
     sub.add_parser("doctor", help="configuration, patch state and versions")

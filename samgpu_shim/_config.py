@@ -28,6 +28,13 @@ ENV_KPI_FILE = "SAMGPU_KPI_FILE"
 """Path of a file that receives every KPI event as one JSON object per line,
 for applications that have no logging configuration of their own."""
 
+ENV_CUDA_GRAPHS = "SAMGPU_CUDA_GRAPHS"
+"""Graph mode (opt-in). A true value (same spellings as ``SAMGPU_AS_NUMPY``)
+makes GPU-mode calls on CUDA capture the prompt-to-mask work once per prompt
+signature as a CUDA graph and replay it. Off by default."""
+
+DEFAULT_GRAPH_CACHE_SIZE = 8
+
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"", "0", "false", "no", "off"})
 
@@ -59,6 +66,7 @@ class Settings:
     disabled: bool = False
     kpi_file: Optional[str] = None
     as_numpy_set: bool = False
+    cuda_graphs: bool = False
 
     @classmethod
     def from_env(cls, environ: Optional[Mapping[str, str]] = None) -> Settings:
@@ -69,6 +77,7 @@ class Settings:
             disabled=_parse_flag(ENV_DISABLE, env.get(ENV_DISABLE)),
             kpi_file=env.get(ENV_KPI_FILE) or None,
             as_numpy_set=bool(raw and raw.strip()),
+            cuda_graphs=_parse_flag(ENV_CUDA_GRAPHS, env.get(ENV_CUDA_GRAPHS)),
         )
 
 
@@ -84,6 +93,8 @@ _lock = threading.Lock()
 # both values are immutable, so a reader sees either the old or the new one.
 _env: Settings = Settings()
 _runtime_as_numpy: Optional[bool] = None
+_runtime_cuda_graphs: Optional[bool] = None
+_graph_cache_size: int = DEFAULT_GRAPH_CACHE_SIZE
 
 
 def load_env(environ: Optional[Mapping[str, str]] = None) -> Settings:
@@ -100,20 +111,46 @@ def env_settings() -> Settings:
     return _env
 
 
-def configure(*, as_numpy: bool | None | _Unset = UNSET) -> None:
-    """Change the default output mode at run time.
+def configure(
+    *,
+    as_numpy: bool | None | _Unset = UNSET,
+    cuda_graphs: bool | None | _Unset = UNSET,
+    graph_cache_size: int | _Unset = UNSET,
+) -> None:
+    """Change defaults at run time; arguments left out are not touched.
 
     ``as_numpy=True`` makes numpy the default, ``False`` makes GPU tensors the
     default, ``None`` drops the override so that the environment applies
     again. An explicit ``as_numpy=`` keyword on a call still wins.
+    ``cuda_graphs`` turns graph mode on or off the same way (``None``: back to
+    ``SAMGPU_CUDA_GRAPHS``). ``graph_cache_size`` bounds the captured graphs
+    kept per predictor (least recently used out; default 8).
     """
-    global _runtime_as_numpy
-    if as_numpy is UNSET:
-        return
-    if as_numpy is not None and not isinstance(as_numpy, bool):
-        raise TypeError(f"configure(as_numpy=...) must be a bool or None, got {type(as_numpy).__name__}")
+    global _runtime_as_numpy, _runtime_cuda_graphs, _graph_cache_size
+    for name, value in (("as_numpy", as_numpy), ("cuda_graphs", cuda_graphs)):
+        if value is not UNSET and value is not None and not isinstance(value, bool):
+            raise TypeError(f"configure({name}=...) must be a bool or None, got {type(value).__name__}")
+    if graph_cache_size is not UNSET:
+        if isinstance(graph_cache_size, bool) or not isinstance(graph_cache_size, int) or graph_cache_size < 1:
+            raise ValueError(f"configure(graph_cache_size=...) must be an int >= 1, got {graph_cache_size!r}")
     with _lock:
-        _runtime_as_numpy = as_numpy
+        if as_numpy is not UNSET:
+            _runtime_as_numpy = as_numpy  # type: ignore[assignment]
+        if cuda_graphs is not UNSET:
+            _runtime_cuda_graphs = cuda_graphs  # type: ignore[assignment]
+        if graph_cache_size is not UNSET:
+            _graph_cache_size = graph_cache_size  # type: ignore[assignment]
+
+
+def graph_cache_size() -> int:
+    """The bound on captured graphs kept per predictor."""
+    return _graph_cache_size
+
+
+def cuda_graphs_enabled() -> bool:
+    """Whether graph mode is on: runtime override, else the environment."""
+    runtime = _runtime_cuda_graphs
+    return _env.cuda_graphs if runtime is None else runtime
 
 
 def default_as_numpy() -> Tuple[bool, str]:

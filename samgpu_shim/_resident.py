@@ -20,6 +20,8 @@ from typing import Any, List, Optional, Tuple
 import numpy as np
 import torch
 
+from . import _graphs
+
 # True while a GPU-mode predict runs in this thread/context. The patched
 # ``_embed_points`` takes the sync-free branch only then, so every other caller
 # (numpy mode, rollback, direct ``predict_torch`` users) runs upstream's code.
@@ -226,6 +228,11 @@ def predict_resident(
 
     token = SYNC_FREE.set(True)
     try:
+        if _graphs.usable(prompts.device):
+            inputs = {"coords": coords_t, "labels": labels_t, "box": box_t, "mask": mask_input_t}
+            replayed = _graphs.predict(predictor, inputs, multimask_output, return_logits)
+            if replayed is not None:
+                return replayed
         masks, iou_predictions, low_res_masks = predictor.predict_torch(
             coords_t,
             labels_t,

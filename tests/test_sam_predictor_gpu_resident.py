@@ -204,3 +204,31 @@ np.savez({str(out)!r}, **ref)
         assert_equal_to_upstream(expected, predictor.predict(*args, **kwargs), predictor.device)
         for exp, got in zip(expected, predictor.predict(*args, **kwargs, as_numpy=True)):
             assert got.tobytes() == exp.tobytes() and got.dtype == exp.dtype and got.shape == exp.shape
+
+
+def test_graph_mode_without_cuda_falls_back_once(predictor, caplog):
+    import logging
+
+    from samgpu_shim import _graphs
+
+    _graphs._warned.clear()
+    samgpu_shim.configure(cuda_graphs=True)
+    try:
+        with caplog.at_level(logging.WARNING, logger="samgpu_shim"):
+            got = predictor.predict(PC, PL)
+            predictor.predict(PC, PL)
+    finally:
+        samgpu_shim.configure(cuda_graphs=None)
+    assert_equal_to_upstream(upstream(predictor, PC, PL), got, predictor.device)
+    assert [r.getMessage() for r in caplog.records if "CUDA graph" in r.getMessage()] == [
+        "samgpu_shim: CUDA graph mode falls back to the eager GPU path: needs a CUDA device, predictor is on cpu"
+    ]
+
+
+def test_configure_validation():
+    with pytest.raises(TypeError):
+        samgpu_shim.configure(cuda_graphs="yes")
+    with pytest.raises(ValueError):
+        samgpu_shim.configure(graph_cache_size=0)
+    stats = samgpu_shim.graph_stats()
+    assert stats["enabled"] is False and stats["cache_size_per_predictor"] == 8
