@@ -33,6 +33,7 @@ from typing import Any, Dict, Optional, Tuple
 import torch
 
 from . import _config
+from . import _resident as _r
 
 _logger = logging.getLogger("samgpu_shim")
 _capture_lock = threading.Lock()
@@ -44,12 +45,20 @@ _FAILED = object()
 
 
 class _Graph:
-    __slots__ = ("graph", "static", "outputs", "bytes", "capture_ms")
+    __slots__ = ("graph", "packed", "ready", "outputs", "bytes", "capture_ms")
 
-    def __init__(self, graph: Any, static: Dict[str, torch.Tensor], outputs: Tuple[torch.Tensor, ...],
-                 nbytes: int, capture_ms: float) -> None:
+    def __init__(
+        self,
+        graph: Any,
+        packed: Optional[torch.Tensor],
+        ready: Dict[str, torch.Tensor],
+        outputs: Tuple[torch.Tensor, ...],
+        nbytes: int,
+        capture_ms: float,
+    ) -> None:
         self.graph = graph
-        self.static = static
+        self.packed = packed  # static device buffer the host prompts are copied into
+        self.ready = ready  # static copies of prompts that were already on the device
         self.outputs = outputs
         self.bytes = nbytes
         self.capture_ms = capture_ms
@@ -103,18 +112,23 @@ def _refresh_features(state: _PredictorGraphs, features: torch.Tensor) -> None:
         state.features_version = features._version
 
 
-def _run(predictor: Any, inputs: Dict[str, Optional[torch.Tensor]], multimask: bool, return_logits: bool) -> Any:
-    return predictor.predict_torch(
-        inputs["coords"], inputs["labels"], inputs["box"], inputs["mask"], multimask, return_logits=return_logits
-    )
+def _run(predictor: Any, inputs: Dict[str, Any], multimask: bool, return_logits: bool) -> Any:
+    return predictor.predict_torch(*_r.batched(inputs), multimask, return_logits=return_logits)
 
 
-def _capture(predictor: Any, state: _PredictorGraphs, inputs: Dict[str, Optional[torch.Tensor]],
-             multimask: bool, return_logits: bool) -> _Graph:
+def _capture(
+    predictor: Any, state: _PredictorGraphs, prompts: Any, multimask: bool, return_logits: bool
+) -> _Graph:
     device = predictor.device
-    static = {k: (None if v is None else v.clone()) for k, v in inputs.items()}
-    live_features = predictor.features
     before = torch.cuda.memory_allocated(device)
+    host = prompts.packed()
+    packed = None if host is None else host.to(device, non_blocking=True)
+    ready = {key: value.clone() for key, value in prompts.ready.items()}
+    static: Dict[str, Any] = dict.fromkeys(_r.KEYS)
+    static.update(ready)
+    if packed is not None:
+        static.update(prompts.views(packed))
+    live_features = predictor.features
     started = time.perf_counter()
     # predict_torch reads ``self.features``: point it at the static buffer for
     # the capture so that every replay reads whatever that buffer holds.
@@ -134,19 +148,19 @@ def _capture(predictor: Any, state: _PredictorGraphs, inputs: Dict[str, Optional
     capture_ms = (time.perf_counter() - started) * 1e3
     outputs = (masks[0], iou[0], low[0])
     nbytes = max(torch.cuda.memory_allocated(device) - before, 0)
-    return _Graph(graph, static, outputs, nbytes, capture_ms)
+    return _Graph(graph, packed, ready, outputs, nbytes, capture_ms)
 
 
 def predict(
     predictor: Any,
-    inputs: Dict[str, Optional[torch.Tensor]],
+    prompts: Any,
     multimask: bool,
     return_logits: bool,
 ) -> Optional[Tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
     """Replay (capturing first if needed); None means: use the eager path."""
     features = predictor.features
     key = (
-        tuple(None if v is None else (tuple(v.shape), v.dtype) for v in inputs.values()),
+        prompts.signature(),
         bool(multimask),
         bool(return_logits),
         tuple(predictor.input_size),
@@ -171,7 +185,7 @@ def predict(
         if entry is None:
             try:
                 with _capture_lock:
-                    entry = _capture(predictor, state, inputs, multimask, return_logits)
+                    entry = _capture(predictor, state, prompts, multimask, return_logits)
             except Exception as exc:
                 state.graphs[key] = _FAILED
                 _counters["fallbacks"] += 1
@@ -189,9 +203,11 @@ def predict(
                         break
         else:
             state.graphs.move_to_end(key)
-        for name, value in inputs.items():
-            if value is not None:
-                entry.static[name].copy_(value)
+            host = prompts.packed()
+            if host is not None:
+                entry.packed.copy_(host, non_blocking=True)
+            for name, value in prompts.ready.items():
+                entry.ready[name].copy_(value)
         entry.graph.replay()
         # Clones belong to the caller; the graph's own outputs are reused.
         out = tuple(t.clone() for t in entry.outputs)

@@ -40,50 +40,6 @@ class PromptError(ValueError, AssertionError):
 _IMAGE_NOT_SET = "An image must be set with .set_image(...) before mask prediction."
 
 
-class _Upload:
-    """Host tensors bound for one device, sent in a single copy.
-
-    Pageable host-to-device copies make the host wait for the stream, so on
-    CUDA the pieces are packed into one pinned buffer and copied with
-    ``non_blocking=True`` on the current stream of the target device. The
-    pinned block comes from PyTorch's caching host allocator, which records an
-    event on that stream at the copy and will not hand the block out again
-    until the event has completed; dropping our reference right after the
-    launch is therefore safe, and nothing here writes to the buffer after it.
-    """
-
-    def __init__(self, device: torch.device) -> None:
-        self.device = device
-        self.pinned = device.type == "cuda"
-        self._parts: List[torch.Tensor] = []
-
-    def add(self, host: torch.Tensor) -> int:
-        self._parts.append(host.contiguous())
-        return len(self._parts) - 1
-
-    def send(self) -> List[torch.Tensor]:
-        parts = self._parts
-        if not parts:
-            return []
-        if not self.pinned:
-            return [p.to(self.device) for p in parts]
-        sizes = [p.numel() * p.element_size() for p in parts]
-        # Every part is 4 bytes wide (float32, int32), so each offset stays
-        # aligned for the typed views taken on the device.
-        staging = torch.empty(sum(sizes), dtype=torch.uint8, pin_memory=True)
-        offset = 0
-        for part, size in zip(parts, sizes):
-            staging[offset : offset + size].view(part.dtype).copy_(part.reshape(-1))
-            offset += size
-        on_device = staging.to(self.device, non_blocking=True)
-        out = []
-        offset = 0
-        for part, size in zip(parts, sizes):
-            out.append(on_device[offset : offset + size].view(part.dtype).view(part.shape))
-            offset += size
-        return out
-
-
 def _scale_coords_torch(coords: torch.Tensor, predictor: Any) -> torch.Tensor:
     """Upstream's ``apply_coords`` for a tensor, bit for bit.
 
@@ -116,29 +72,79 @@ def _as_array(name: str, value: Any) -> np.ndarray:
         raise PromptError(f"{name} could not be read as an array: {exc}") from exc
 
 
-class _Prompts:
-    """Collects the four prompt tensors, some uploaded, some already on device."""
+KEYS = ("coords", "labels", "box", "mask")
 
-    def __init__(self, predictor: Any) -> None:
-        self.predictor = predictor
-        self.device = torch.device(predictor.device)
-        self.upload = _Upload(self.device)
+
+class Prompts:
+    """The prompt tensors of one call, bound for the predictor's device.
+
+    Tensors already on the device are kept as they are (``ready``). Host
+    tensors are packed into one byte buffer (``packed``), so that one copy
+    moves them all. Pageable host-to-device copies make the host wait for the
+    stream, so on CUDA that buffer is pinned and the copy is non-blocking, on
+    the current stream of the target device. The pinned block comes from
+    PyTorch's caching host allocator, which records an event on that stream at
+    the copy and will not hand the block out again until the event has
+    completed; dropping our reference right after the launch is therefore
+    safe, and nothing writes to the buffer after it.
+    """
+
+    __slots__ = ("device", "ready", "layout", "_host", "nbytes")
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
         self.ready: dict = {}
-        self.pending: dict = {}
+        # key -> (byte offset, byte size, dtype, shape) inside the packed buffer
+        self.layout: dict = {}
+        self._host: List[np.ndarray] = []
+        self.nbytes = 0
 
     def put(self, key: str, tensor: torch.Tensor) -> None:
         if tensor.device == self.device:
             self.ready[key] = tensor
         elif tensor.device.type == "cpu":
-            self.pending[key] = self.upload.add(tensor)
+            # Every prompt dtype is 4 bytes wide (float32, int32), so offsets
+            # stay aligned for the typed views taken on the device.
+            array = tensor.contiguous().numpy()
+            self.layout[key] = (self.nbytes, array.nbytes, tensor.dtype, tuple(tensor.shape))
+            self._host.append(array.reshape(-1).view(np.uint8))
+            self.nbytes += array.nbytes
         else:  # another accelerator: a device-to-device copy, no host wait
             self.ready[key] = tensor.to(self.device, non_blocking=True)
 
-    def finish(self) -> dict:
-        sent = self.upload.send()
-        out = dict(self.ready)
-        for key, index in self.pending.items():
-            out[key] = sent[index]
+    def signature(self) -> tuple:
+        """Shapes and dtypes of the four prompts (None where absent)."""
+        out = []
+        for key in KEYS:
+            if key in self.ready:
+                t = self.ready[key]
+                out.append((key, tuple(t.shape), t.dtype))
+            elif key in self.layout:
+                _, _, dtype, shape = self.layout[key]
+                out.append((key, shape, dtype))
+        return tuple(out)
+
+    def packed(self) -> Optional[torch.Tensor]:
+        """The host prompts as one byte tensor (pinned on CUDA), or None."""
+        if not self._host:
+            return None
+        host = torch.from_numpy(np.concatenate(self._host))
+        return host.pin_memory() if self.device.type == "cuda" else host
+
+    def views(self, buffer: torch.Tensor) -> dict:
+        """Typed views of a packed device buffer, one per host prompt."""
+        return {
+            key: buffer[offset : offset + size].view(dtype).view(shape)
+            for key, (offset, size, dtype, shape) in self.layout.items()
+        }
+
+    def on_device(self) -> dict:
+        """All four prompts on the device (absent ones as None)."""
+        out = dict.fromkeys(KEYS)
+        out.update(self.ready)
+        host = self.packed()
+        if host is not None:
+            out.update(self.views(host.to(self.device, non_blocking=True)))
         return out
 
 
@@ -183,7 +189,7 @@ def predict_resident(
     if not predictor.is_image_set:
         raise RuntimeError(_IMAGE_NOT_SET)
 
-    prompts = _Prompts(predictor)
+    prompts = Prompts(torch.device(predictor.device))
     if point_coords is not None:
         if point_labels is None:
             raise PromptError("point_labels must be supplied if point_coords is supplied.")
@@ -214,36 +220,33 @@ def predict_resident(
         )
         prompts.put("mask", mask_t)
 
-    tensors = prompts.finish()
-    coords_t = tensors.get("coords")
-    labels_t = tensors.get("labels")
-    box_t = tensors.get("box")
-    mask_input_t = tensors.get("mask")
-    if coords_t is not None:
-        coords_t, labels_t = coords_t[None, :, :], labels_t[None, :]
-    if box_t is not None:
-        box_t = box_t[None, :]
-    if mask_input_t is not None:
-        mask_input_t = mask_input_t[None, :, :, :]
-
     token = SYNC_FREE.set(True)
     try:
         if _graphs.usable(prompts.device):
-            inputs = {"coords": coords_t, "labels": labels_t, "box": box_t, "mask": mask_input_t}
-            replayed = _graphs.predict(predictor, inputs, multimask_output, return_logits)
+            replayed = _graphs.predict(predictor, prompts, multimask_output, return_logits)
             if replayed is not None:
                 return replayed
+        tensors = prompts.on_device()
         masks, iou_predictions, low_res_masks = predictor.predict_torch(
-            coords_t,
-            labels_t,
-            box_t,
-            mask_input_t,
+            *batched(tensors),
             multimask_output,
             return_logits=return_logits,
         )
     finally:
         SYNC_FREE.reset(token)
     return masks[0].detach(), iou_predictions[0].detach(), low_res_masks[0].detach()
+
+
+def batched(tensors: dict) -> tuple:
+    """Upstream's batch dimension on each prompt, in predict_torch's order."""
+    coords, labels, box, mask = (tensors[k] for k in KEYS)
+    if coords is not None:
+        coords, labels = coords[None, :, :], labels[None, :]
+    if box is not None:
+        box = box[None, :]
+    if mask is not None:
+        mask = mask[None, :, :, :]
+    return coords, labels, box, mask
 
 
 def embed_points_sync_free(
