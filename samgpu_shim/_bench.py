@@ -10,6 +10,7 @@ Host syncs per call are counted in a separate, untimed pass.
 from __future__ import annotations
 
 import json
+import logging
 import platform
 import statistics
 import sys
@@ -20,8 +21,16 @@ import numpy as np
 import torch
 
 from . import _pipeline
+from ._kpi import KPI_LOGGER_NAME
 from ._models import build_sam, synthetic_image
 from .syncs import SyncProneOps, count_cuda_syncs
+
+
+class _FormattingHandler(logging.Handler):
+    """Formats each KPI record (JSON included) and drops it: the cost of KPI on."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        record.getMessage()
 
 
 def pick_device(name: str) -> torch.device:
@@ -66,6 +75,7 @@ def run_model(
     warmup: int,
     pipeline: bool = True,
     cuda_graphs: bool = False,
+    kpi: bool = False,
 ) -> Dict[str, Any]:
     from segment_anything import SamPredictor
 
@@ -119,9 +129,28 @@ def run_model(
         "upstream predict (numpy out)": upstream_predict,
         "shim predict (tensors out)": shim_predict,
     }
+    def with_kpi(fn: Callable[[], Any]) -> Callable[[], Any]:
+        def run() -> Any:
+            logger = logging.getLogger(KPI_LOGGER_NAME)
+            handler = _FormattingHandler()
+            logger.addHandler(handler)
+            level = logger.level
+            logger.setLevel(logging.INFO)
+            try:
+                return fn()
+            finally:
+                logger.removeHandler(handler)
+                logger.setLevel(level)
+
+        return run
+
+    if kpi:
+        paths["shim predict, KPI events on"] = with_kpi(shim_predict)
     capture_ms = None
     if cuda_graphs and device.type == "cuda":
         paths["shim predict, CUDA graph replay"] = graph_predict
+        if kpi:
+            paths["CUDA graph replay, KPI events on"] = with_kpi(graph_predict)
         t0 = time.perf_counter()
         graph_predict()  # the first call of a signature captures
         capture_ms = round((time.perf_counter() - t0) * 1e3, 2)
@@ -273,6 +302,7 @@ def run(args: Any) -> Dict[str, Any]:
                 args.warmup,
                 pipeline=not args.no_pipeline,
                 cuda_graphs=getattr(args, "cuda_graphs", False),
+                kpi=getattr(args, "kpi", False),
             )
         )
     return report

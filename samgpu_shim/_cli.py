@@ -92,6 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument(
         "--cuda-graphs", action="store_true", help="also time graph mode (CUDA only; capture time reported)"
     )
+    bench.add_argument("--kpi", action="store_true", help="also time the shim with a KPI handler formatting each event")
     bench.add_argument("--json", metavar="PATH", help="save every number (and the samples) as JSON")
     bench.add_argument("--plot", metavar="PATH", help="save a PNG of the latency distributions (needs matplotlib)")
     sub.add_parser("doctor", help="configuration, patch state and versions")

@@ -22,12 +22,14 @@ _ARCHS: Dict[str, tuple] = {
 MODEL_NAMES = tuple(_ARCHS)
 
 
-def build_sam(name: str = "tiny", *, seed: int = 0, device: Any = "cpu") -> Any:
+def build_sam(name: str = "tiny", *, seed: int = 0, device: Any = "cpu", image_size: int = 1024) -> Any:
     """A ``segment_anything.modeling.Sam`` of architecture ``name``, random weights.
 
     ``tiny`` keeps SAM's real geometry (1024-pixel input, 64x64 embedding,
     256x256 low-resolution masks) with very small widths, so it runs on a CPU
     in milliseconds; ``vit_b``, ``vit_l`` and ``vit_h`` are the real ones.
+    ``image_size`` (a multiple of 16) shrinks the input for very long test
+    runs; SAM itself uses 1024.
     """
     import torch
     from segment_anything.modeling import (
@@ -41,7 +43,7 @@ def build_sam(name: str = "tiny", *, seed: int = 0, device: Any = "cpu") -> Any:
     if name not in _ARCHS:
         raise ValueError(f"unknown model {name!r}; choose one of {', '.join(MODEL_NAMES)}")
     embed, depth, heads, global_attn, prompt_dim, mlp_dim, dec_heads, iou_hidden = _ARCHS[name]
-    image_size, patch = 1024, 16
+    patch = 16
     grid = image_size // patch
     gen_state = torch.random.get_rng_state()
     torch.manual_seed(seed)

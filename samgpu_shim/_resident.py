@@ -73,6 +73,7 @@ def _as_array(name: str, value: Any) -> np.ndarray:
 
 
 KEYS = ("coords", "labels", "box", "mask")
+_ARG_NAMES = {"coords": "point_coords", "labels": "point_labels", "box": "box", "mask": "mask_input"}
 
 
 class Prompts:
@@ -100,6 +101,8 @@ class Prompts:
         self.nbytes = 0
 
     def put(self, key: str, tensor: torch.Tensor) -> None:
+        if tensor.device.type == "meta":
+            raise PromptError(f"{_ARG_NAMES[key]} is on the meta device (it holds no data)")
         if tensor.device == self.device:
             self.ready[key] = tensor
         elif tensor.device.type == "cpu":
