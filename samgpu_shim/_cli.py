@@ -73,6 +73,18 @@ def _bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _soak(args: argparse.Namespace) -> int:
+    from samgpu_shim import _soak
+
+    report = _soak.run(args)
+    print(_soak.format_table(report))
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as f:
+            json.dump(report, f, indent=1)
+        print(f"saved {args.json}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="samgpu-shim", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -95,6 +107,13 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--kpi", action="store_true", help="also time the shim with a KPI handler formatting each event")
     bench.add_argument("--json", metavar="PATH", help="save every number (and the samples) as JSON")
     bench.add_argument("--plot", metavar="PATH", help="save a PNG of the latency distributions (needs matplotlib)")
+    soak = sub.add_parser("soak", help="many calls in a row, memory sampled as they go")
+    soak.add_argument("--model", default="tiny", choices=["tiny", "vit_b", "vit_l", "vit_h"])
+    soak.add_argument("--device", default="auto")
+    soak.add_argument("--image", default="1080x1920")
+    soak.add_argument("--calls", type=int, default=1000, help="iterations (two predict calls each)")
+    soak.add_argument("--cuda-graphs", action="store_true", help="run in graph mode")
+    soak.add_argument("--json", metavar="PATH")
     sub.add_parser("doctor", help="configuration, patch state and versions")
     return parser
 
@@ -103,6 +122,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "doctor":
         return _doctor()
+    if args.command == "soak":
+        return _soak(args)
     return _bench(args)
 
 
