@@ -34,9 +34,15 @@ def _pinned_mb() -> float:
     if stats is None or not torch.cuda.is_available():
         return float("nan")
     try:
-        return stats().get("allocated_bytes.all.current", float("nan")) / 2**20
+        values = stats()
     except Exception:
         return float("nan")
+    # The key's name has changed across torch releases; take the current
+    # allocated bytes under whichever name this release uses.
+    for key in ("allocated_bytes.all.current", "allocated_bytes.current"):
+        if key in values:
+            return values[key] / 2**20
+    return float("nan")
 
 
 def run(args: Any) -> Dict[str, Any]:
