@@ -41,9 +41,9 @@ def _clean_config():
     """Every test starts patched, with no runtime override."""
     if not samgpu_shim.is_patched():
         samgpu_shim.patch()
-    samgpu_shim.configure(as_numpy=None)
+    samgpu_shim.configure(as_numpy=None, cuda_graphs=None, graph_cache_size=8)
     yield
-    samgpu_shim.configure(as_numpy=None)
+    samgpu_shim.configure(as_numpy=None, cuda_graphs=None, graph_cache_size=8)
     if not samgpu_shim.is_patched():
         samgpu_shim.patch()
 
