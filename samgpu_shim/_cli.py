@@ -114,6 +114,9 @@ def build_parser() -> argparse.ArgumentParser:
     soak.add_argument("--calls", type=int, default=1000, help="iterations (two predict calls each)")
     soak.add_argument("--cuda-graphs", action="store_true", help="run in graph mode")
     soak.add_argument("--json", metavar="PATH")
+    audit = sub.add_parser("audit", help="find code that still needs numpy results from predict")
+    audit.add_argument("paths", nargs="+", help=".py files, .ipynb notebooks or folders")
+    audit.add_argument("--json", action="store_true", help="print the findings as JSON")
     sub.add_parser("doctor", help="configuration, patch state and versions")
     return parser
 
@@ -124,6 +127,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         return _doctor()
     if args.command == "soak":
         return _soak(args)
+    if args.command == "audit":
+        from samgpu_shim import _audit
+
+        return _audit.main(args.paths, as_json=args.json)
     return _bench(args)
 
 
