@@ -8,7 +8,16 @@ from __future__ import annotations
 
 import logging
 
-from ._config import ENV_AS_NUMPY, ENV_CUDA_GRAPHS, ENV_DISABLE, ENV_KPI_FILE, configure
+from ._config import (
+    ENV_AS_NUMPY,
+    ENV_AS_NUMPY_MODULES,
+    ENV_CUDA_GRAPHS,
+    ENV_DISABLE,
+    ENV_KPI_DEVICE_TIME,
+    ENV_KPI_FILE,
+    ENV_KPI_SAMPLE,
+    configure,
+)
 from ._convert import json_default, to_numpy
 from ._kpi import EVENT_PREDICT, KPI_LOGGER_NAME
 from ._patch import get_original, is_patched, patch, status, unpatch
@@ -18,9 +27,12 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ENV_AS_NUMPY",
+    "ENV_AS_NUMPY_MODULES",
     "ENV_CUDA_GRAPHS",
     "ENV_DISABLE",
+    "ENV_KPI_DEVICE_TIME",
     "ENV_KPI_FILE",
+    "ENV_KPI_SAMPLE",
     "EVENT_PREDICT",
     "KPI_LOGGER_NAME",
     "clear_graphs",
@@ -31,10 +43,30 @@ __all__ = [
     "json_default",
     "patch",
     "ready_event",
+    "reset_stats",
+    "stats",
     "status",
     "to_numpy",
     "unpatch",
 ]
+
+
+def stats() -> dict:
+    """Counters per mode, device and call site, with latency percentiles.
+
+    Host latency is kept for the last 1024 calls of each call site; device
+    time too when ``SAMGPU_KPI_DEVICE_TIME`` is on (collected without waiting).
+    """
+    from ._stats import stats as _stats
+
+    return _stats()
+
+
+def reset_stats() -> None:
+    """Forget every counter and pending device time."""
+    from ._stats import reset
+
+    reset()
 
 
 def graph_stats() -> dict:

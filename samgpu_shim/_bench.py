@@ -208,6 +208,35 @@ def run_model(
     }
 
 
+def wrapper_overhead_us(iterations: int = 100_000) -> Dict[str, float]:
+    """Host cost per call of call-site attribution, mode resolution (with a
+    module rule active) and the counters: what the wrapper adds to a call."""
+    from . import _config, _stats
+
+    site = ("app.module", "f", 1)
+    outputs = (np.zeros(1), np.zeros(1), np.zeros(1))
+    _config.configure(as_numpy_modules=["legacy.*"])
+    try:
+
+        def caller() -> None:
+            s = _stats.call_site()
+            _config.resolve_as_numpy(None, s[0])
+
+        clock = time.perf_counter
+        t0 = clock()
+        for _ in range(iterations):
+            caller()
+        attribution = (clock() - t0) / iterations * 1e6
+        t0 = clock()
+        for _ in range(iterations):
+            _stats.record(site, False, outputs, 1.0)
+        counters = (clock() - t0) / iterations * 1e6
+    finally:
+        _config.configure(as_numpy_modules=None)
+        _stats.reset()
+    return {"attribution_and_resolution_us": round(attribution, 3), "counters_us": round(counters, 3)}
+
+
 def environment(device: torch.device) -> Dict[str, Any]:
     from importlib import metadata
 
@@ -239,6 +268,12 @@ def format_table(report: Dict[str, Any]) -> str:
     lines = [
         f"device: {env['device']} ({env['device_name']}), torch {env['torch']}, numpy {env['numpy']}",
     ]
+    overhead = report.get("wrapper_overhead")
+    if overhead:
+        lines.append(
+            f"wrapper bookkeeping per call: call site + mode {overhead['attribution_and_resolution_us']:.2f} us, "
+            f"counters {overhead['counters_us']:.2f} us"
+        )
     header = f"{'model':<6} {'path':<36} {'calls':>5} {'syncs/call':>10} {'p50 ms':>9} {'p99 ms':>9} {'max ms':>9}"
     for result in report["results"]:
         lines.append("")
@@ -291,7 +326,7 @@ def run(args: Any) -> Dict[str, Any]:
     device = pick_device(args.device)
     h, w = (int(v) for v in args.image.lower().split("x"))
     calls = args.calls if args.calls is not None else (300 if device.type == "cuda" else 50)
-    report = {"environment": environment(device), "results": []}
+    report = {"environment": environment(device), "wrapper_overhead": wrapper_overhead_us(), "results": []}
     for model in args.model:
         report["results"].append(
             run_model(

@@ -6,11 +6,12 @@ Precedence for the output mode of one call: the ``as_numpy=`` keyword, then
 
 from __future__ import annotations
 
+import fnmatch
 import logging
 import os
 import threading
 from dataclasses import dataclass
-from typing import Mapping, Optional, Tuple
+from typing import Dict, Iterable, Mapping, Optional, Tuple
 
 _logger = logging.getLogger("samgpu_shim")
 
@@ -32,6 +33,21 @@ ENV_CUDA_GRAPHS = "SAMGPU_CUDA_GRAPHS"
 """Graph mode (opt-in). A true value (same spellings as ``SAMGPU_AS_NUMPY``)
 makes GPU-mode calls on CUDA capture the prompt-to-mask work once per prompt
 signature as a CUDA graph and replay it. Off by default."""
+
+ENV_AS_NUMPY_MODULES = "SAMGPU_AS_NUMPY_MODULES"
+"""Rollback by caller: a comma-separated list of module names or glob patterns
+(``app.orchestrator,legacy.*``). Calls made from a matching module get numpy
+by default; a plain name also covers its submodules. Empty or unset: none."""
+
+ENV_KPI_SAMPLE = "SAMGPU_KPI_SAMPLE"
+"""Fraction of calls that emit a KPI event, in (0, 1]; ``0.1`` emits every
+tenth call. Unset: every call. An invalid value logs a warning and keeps 1.
+Counters in ``samgpu_shim.stats()`` always see every call."""
+
+ENV_KPI_DEVICE_TIME = "SAMGPU_KPI_DEVICE_TIME"
+"""Flag. In GPU mode on CUDA, time each call on the device with CUDA events
+and report it later, once the events have completed, without any sync:
+``device_ms`` in ``stats()`` and a ``sam_predict_device_time`` KPI event."""
 
 DEFAULT_GRAPH_CACHE_SIZE = 8
 
@@ -58,6 +74,28 @@ def _parse_flag(name: str, raw: Optional[str]) -> bool:
     return True
 
 
+def _parse_modules(raw: Optional[str]) -> Tuple[str, ...]:
+    if not raw:
+        return ()
+    return tuple(p.strip() for p in raw.split(",") if p.strip())
+
+
+def _sample_every(rate: float) -> int:
+    if not 0 < rate <= 1:
+        raise ValueError(f"a KPI sampling rate must be in (0, 1], got {rate!r}")
+    return max(1, round(1 / rate))
+
+
+def _parse_sample(raw: Optional[str]) -> int:
+    if raw is None or not raw.strip():
+        return 1
+    try:
+        return _sample_every(float(raw))
+    except ValueError:
+        _logger.warning("%s=%r is not a number in (0, 1]; emitting every call", ENV_KPI_SAMPLE, raw)
+        return 1
+
+
 @dataclass(frozen=True)
 class Settings:
     """The environment as read when the patch was installed."""
@@ -67,6 +105,9 @@ class Settings:
     kpi_file: Optional[str] = None
     as_numpy_set: bool = False
     cuda_graphs: bool = False
+    as_numpy_modules: Tuple[str, ...] = ()
+    kpi_sample_every: int = 1
+    kpi_device_time: bool = False
 
     @classmethod
     def from_env(cls, environ: Optional[Mapping[str, str]] = None) -> Settings:
@@ -78,6 +119,9 @@ class Settings:
             kpi_file=env.get(ENV_KPI_FILE) or None,
             as_numpy_set=bool(raw and raw.strip()),
             cuda_graphs=_parse_flag(ENV_CUDA_GRAPHS, env.get(ENV_CUDA_GRAPHS)),
+            as_numpy_modules=_parse_modules(env.get(ENV_AS_NUMPY_MODULES)),
+            kpi_sample_every=_parse_sample(env.get(ENV_KPI_SAMPLE)),
+            kpi_device_time=_parse_flag(ENV_KPI_DEVICE_TIME, env.get(ENV_KPI_DEVICE_TIME)),
         )
 
 
@@ -94,6 +138,11 @@ _lock = threading.Lock()
 _env: Settings = Settings()
 _runtime_as_numpy: Optional[bool] = None
 _runtime_cuda_graphs: Optional[bool] = None
+_runtime_modules: Optional[Tuple[str, ...]] = None
+_runtime_sample_every: Optional[int] = None
+_runtime_device_time: Optional[bool] = None
+# module name -> whether a rollback pattern matches it; rebuilt when rules change
+_module_cache: Dict[str, bool] = {}
 _graph_cache_size: int = DEFAULT_GRAPH_CACHE_SIZE
 
 
@@ -103,6 +152,7 @@ def load_env(environ: Optional[Mapping[str, str]] = None) -> Settings:
     settings = Settings.from_env(environ)
     with _lock:
         _env = settings
+        _module_cache.clear()
     return settings
 
 
@@ -116,6 +166,9 @@ def configure(
     as_numpy: bool | None | _Unset = UNSET,
     cuda_graphs: bool | None | _Unset = UNSET,
     graph_cache_size: int | _Unset = UNSET,
+    as_numpy_modules: Iterable[str] | None | _Unset = UNSET,
+    kpi_sample: float | None | _Unset = UNSET,
+    kpi_device_time: bool | None | _Unset = UNSET,
 ) -> None:
     """Change defaults at run time; arguments left out are not touched.
 
@@ -125,15 +178,35 @@ def configure(
     ``cuda_graphs`` turns graph mode on or off the same way (``None``: back to
     ``SAMGPU_CUDA_GRAPHS``). ``graph_cache_size`` bounds the captured graphs
     kept per predictor (least recently used out; default 8).
+    ``as_numpy_modules`` replaces ``SAMGPU_AS_NUMPY_MODULES`` (module names or
+    glob patterns whose calls default to numpy), ``kpi_sample`` the KPI
+    sampling rate in (0, 1] and ``kpi_device_time`` the device timing switch;
+    ``None`` gives each back to the environment.
     """
     global _runtime_as_numpy, _runtime_cuda_graphs, _graph_cache_size
-    for name, value in (("as_numpy", as_numpy), ("cuda_graphs", cuda_graphs)):
+    global _runtime_modules, _runtime_sample_every, _runtime_device_time
+    for name, value in (("as_numpy", as_numpy), ("cuda_graphs", cuda_graphs), ("kpi_device_time", kpi_device_time)):
         if value is not UNSET and value is not None and not isinstance(value, bool):
             raise TypeError(f"configure({name}=...) must be a bool or None, got {type(value).__name__}")
     if graph_cache_size is not UNSET:
         if isinstance(graph_cache_size, bool) or not isinstance(graph_cache_size, int) or graph_cache_size < 1:
             raise ValueError(f"configure(graph_cache_size=...) must be an int >= 1, got {graph_cache_size!r}")
+    modules = UNSET
+    if as_numpy_modules is not UNSET:
+        if isinstance(as_numpy_modules, str):
+            raise TypeError("configure(as_numpy_modules=...) takes a list of module patterns, not a string")
+        modules = None if as_numpy_modules is None else tuple(as_numpy_modules)
+    every = UNSET
+    if kpi_sample is not UNSET:
+        every = None if kpi_sample is None else _sample_every(float(kpi_sample))
     with _lock:
+        if modules is not UNSET:
+            _runtime_modules = modules  # type: ignore[assignment]
+            _module_cache.clear()
+        if every is not UNSET:
+            _runtime_sample_every = every  # type: ignore[assignment]
+        if kpi_device_time is not UNSET:
+            _runtime_device_time = kpi_device_time  # type: ignore[assignment]
         if as_numpy is not UNSET:
             _runtime_as_numpy = as_numpy  # type: ignore[assignment]
         if cuda_graphs is not UNSET:
@@ -164,9 +237,41 @@ def default_as_numpy() -> Tuple[bool, str]:
     return DEFAULT_AS_NUMPY, "default"
 
 
-def resolve_as_numpy(value: object) -> Tuple[bool, str]:
-    """Resolve one call's ``as_numpy`` keyword against the configured default."""
+def rollback_modules() -> Tuple[str, ...]:
+    runtime = _runtime_modules
+    return _env.as_numpy_modules if runtime is None else runtime
+
+
+def module_rolled_back(module: str) -> bool:
+    """Whether calls from ``module`` default to numpy (cached per module)."""
+    hit = _module_cache.get(module)
+    if hit is None:
+        hit = any(
+            module == p or module.startswith(p + ".") or fnmatch.fnmatchcase(module, p) for p in rollback_modules()
+        )
+        _module_cache[module] = hit
+    return hit
+
+
+def kpi_sample_every() -> int:
+    runtime = _runtime_sample_every
+    return _env.kpi_sample_every if runtime is None else runtime
+
+
+def kpi_device_time() -> bool:
+    runtime = _runtime_device_time
+    return _env.kpi_device_time if runtime is None else runtime
+
+
+def resolve_as_numpy(value: object, module: Optional[str] = None) -> Tuple[bool, str]:
+    """Resolve one call's ``as_numpy`` against module rules and the default.
+
+    Precedence: the keyword, then a rollback rule for the calling module, then
+    :func:`configure`, then ``SAMGPU_AS_NUMPY``, then tensors.
+    """
     if value is None:
+        if module is not None and (_runtime_modules or _env.as_numpy_modules) and module_rolled_back(module):
+            return True, "module"
         return default_as_numpy()
     if value is True or value is False:
         return value, "keyword"  # type: ignore[return-value]

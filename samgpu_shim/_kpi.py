@@ -7,10 +7,13 @@ tensor's ``.device`` is metadata: no event ever synchronises the GPU.
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import time
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Tuple
+
+from . import _config
 
 KPI_LOGGER_NAME = "samgpu_shim.kpi"
 EVENT_PREDICT = "sam_predict_output"
@@ -44,20 +47,29 @@ def enabled() -> bool:
     return kpi_logger.isEnabledFor(logging.INFO) and kpi_logger.hasHandlers()
 
 
+EVENT_DEVICE_TIME = "sam_predict_device_time"
+
+_counter = itertools.count()
+
+
 def emit_predict(
     predictor: Any,
     outputs: Any,
     as_numpy: bool,
     source: str,
-    started: float,
+    latency_ms: float,
     family: str,
+    site: Tuple[str, str, int] = ("?", "?", 0),
 ) -> None:
-    """Log one ``sam_predict_output`` event; never raises."""
+    """Log one ``sam_predict_output`` event (and any completed device times); never raises."""
     global _warned_failure
     try:
         if not enabled():
             return
-        latency_ms = (time.perf_counter() - started) * 1e3
+        every = _config.kpi_sample_every()
+        if every > 1 and next(_counter) % every:
+            return
+        module, function, line = site
         masks, iou, low = outputs
         fields = {
             "ts": time.time(),
@@ -70,8 +82,26 @@ def emit_predict(
             "predictor": type(predictor).__qualname__,
             "family": family,
             "latency_ms": round(latency_ms, 4),
+            "module": module,
+            "function": function,
+            "line": line,
         }
+        if every > 1:
+            fields["sample_every"] = every
         kpi_logger.info(KpiEvent(fields), extra={"samgpu_kpi": fields})
+        if _config.kpi_device_time():
+            from ._stats import collect_device_times
+
+            for (d_module, d_function, d_line), ms in collect_device_times():
+                timed = {
+                    "ts": time.time(),
+                    "event": EVENT_DEVICE_TIME,
+                    "device_ms": round(ms, 4),
+                    "module": d_module,
+                    "function": d_function,
+                    "line": d_line,
+                }
+                kpi_logger.info(KpiEvent(timed), extra={"samgpu_kpi": timed})
     except Exception:  # a broken handler must never break predict
         if not _warned_failure:
             _warned_failure = True

@@ -66,19 +66,30 @@ def _params_check(expected: Tuple[str, ...]) -> Callable[[Any], Optional[str]]:
 
 
 def predict_wrapper(family: str, resident: Callable[..., Any]) -> Wrapper:
-    """The wrapper around a predictor's ``predict``: dispatch, then KPI."""
+    """The wrapper around a predictor's ``predict``: dispatch, count, KPI."""
+    from . import _stats
+
     resolve = _config.resolve_as_numpy
     emit = _kpi.emit_predict
     clock = time.perf_counter
+    site_of = _stats.call_site
+    record = _stats.record
+    device_timer = _stats.device_timer
 
     def wrapper(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> Any:
-        as_numpy, source = resolve(kwargs.pop("as_numpy", None))
+        site = site_of()
+        as_numpy, source = resolve(kwargs.pop("as_numpy", None), site[0])
+        timer = device_timer(instance, as_numpy)
         started = clock()
         if as_numpy:
             out = wrapped(*args, **kwargs)
         else:
             out = resident(instance, *args, **kwargs)
-        emit(instance, out, as_numpy, source, started, family)
+        host_ms = (clock() - started) * 1e3
+        if timer is not None:
+            timer.stop(site)
+        record(site, as_numpy, out, host_ms)
+        emit(instance, out, as_numpy, source, host_ms, family, site)
         return out
 
     return wrapper

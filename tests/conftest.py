@@ -18,6 +18,13 @@ from samgpu_shim._models import build_sam, synthetic_image
 
 IMAGE_HW = (120, 160)
 
+# Under pytest-xdist each worker is a process of its own: one intra-op thread
+# each, or the workers' thread pools fight over the cores (seen here: a
+# 10,000-call test ran 7x slower with two workers of two threads each).
+_XDIST = "PYTEST_XDIST_WORKER" in os.environ
+if _XDIST:
+    torch.set_num_threads(1)
+
 
 @pytest.fixture(scope="session")
 def tiny_sam():
@@ -57,6 +64,8 @@ def upstream(predictor: Any, *args: Any, **kwargs: Any):
 def run_python(code: str, env: Dict[str, str] | None = None, check: bool = True):
     """Run ``code`` in a fresh interpreter (import-time behaviour)."""
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("SAMGPU_")}
+    if _XDIST:
+        full_env.setdefault("OMP_NUM_THREADS", "1")
     full_env.update(env or {})
     proc = subprocess.run(
         [sys.executable, "-c", textwrap.dedent(code)],

@@ -123,6 +123,7 @@ def _rss_kb() -> int:
     return 0
 
 
+@pytest.mark.slow
 def test_ten_thousand_calls_stay_flat():
     p = SamPredictor(build_sam("tiny", image_size=256))
     p.set_image(synthetic_image(48, 64, seed=3))

@@ -147,3 +147,19 @@ def test_cpu_predictor_on_a_cuda_machine_stays_on_cpu():
     got = p.predict(PC, PL)
     assert got[0].device.type == "cpu"
     assert_equal_to_upstream(upstream(p, PC, PL), got, torch.device("cpu"))
+
+
+def test_device_time_is_collected_without_syncs(gpu_predictor):
+    samgpu_shim.reset_stats()
+    samgpu_shim.configure(kpi_device_time=True)
+    try:
+        n, _ = count_cuda_syncs(lambda: [gpu_predictor.predict(PC, PL) for _ in range(5)])
+        assert n == 0
+        torch.cuda.synchronize()
+        n, stats = count_cuda_syncs(samgpu_shim.stats)
+        assert n == 0
+    finally:
+        samgpu_shim.configure(kpi_device_time=None)
+    site = stats["call_sites"][0]
+    assert site["device_ms"]["n"] == 5 and site["device_ms"]["p50"] > 0
+    assert stats["by_device"] == {str(gpu_predictor.device): 5}
