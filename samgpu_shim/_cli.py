@@ -57,8 +57,12 @@ def _doctor() -> int:
 def _bench(args: argparse.Namespace) -> int:
     from samgpu_shim import _bench
 
-    report = _bench.run(args)
-    print(_bench.format_table(report))
+    if args.frames:
+        from samgpu_shim import _frames as runner
+    else:
+        runner = _bench  # type: ignore[assignment]
+    report = runner.run(args)
+    print(runner.format_table(report))
     if args.json:
         with open(args.json, "w", encoding="utf-8") as f:
             json.dump(report, f, indent=1)
@@ -103,6 +107,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--no-pipeline", action="store_true", help="skip the frame-pipeline comparison")
     bench.add_argument(
         "--cuda-graphs", action="store_true", help="also time graph mode (CUDA only; capture time reported)"
+    )
+    bench.add_argument(
+        "--frames", action="store_true", help="time the whole frame loop (set_image included) instead of predict"
     )
     bench.add_argument("--kpi", action="store_true", help="also time the shim with a KPI handler formatting each event")
     bench.add_argument("--json", metavar="PATH", help="save every number (and the samples) as JSON")

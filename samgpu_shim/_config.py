@@ -49,6 +49,13 @@ ENV_KPI_DEVICE_TIME = "SAMGPU_KPI_DEVICE_TIME"
 and report it later, once the events have completed, without any sync:
 ``device_ms`` in ``stats()`` and a ``sam_predict_device_time`` KPI event."""
 
+ENV_ENCODER_PRECISION = "SAMGPU_ENCODER_PRECISION"
+"""Image encoder precision on CUDA: ``fp32`` (default, upstream's), ``tf32``
+or ``bf16`` (autocast; the embedding is cast back to float32). Off in
+rollback. An unknown value logs a warning and keeps fp32."""
+
+PRECISIONS = ("fp32", "tf32", "bf16")
+
 DEFAULT_GRAPH_CACHE_SIZE = 8
 
 _TRUE = frozenset({"1", "true", "yes", "on"})
@@ -96,6 +103,16 @@ def _parse_sample(raw: Optional[str]) -> int:
         return 1
 
 
+def _parse_precision(raw: Optional[str]) -> str:
+    if raw is None or not raw.strip():
+        return "fp32"
+    value = raw.strip().lower()
+    if value not in PRECISIONS:
+        _logger.warning("%s=%r is not one of %s; keeping fp32", ENV_ENCODER_PRECISION, raw, "/".join(PRECISIONS))
+        return "fp32"
+    return value
+
+
 @dataclass(frozen=True)
 class Settings:
     """The environment as read when the patch was installed."""
@@ -108,6 +125,7 @@ class Settings:
     as_numpy_modules: Tuple[str, ...] = ()
     kpi_sample_every: int = 1
     kpi_device_time: bool = False
+    encoder_precision: str = "fp32"
 
     @classmethod
     def from_env(cls, environ: Optional[Mapping[str, str]] = None) -> Settings:
@@ -122,6 +140,7 @@ class Settings:
             as_numpy_modules=_parse_modules(env.get(ENV_AS_NUMPY_MODULES)),
             kpi_sample_every=_parse_sample(env.get(ENV_KPI_SAMPLE)),
             kpi_device_time=_parse_flag(ENV_KPI_DEVICE_TIME, env.get(ENV_KPI_DEVICE_TIME)),
+            encoder_precision=_parse_precision(env.get(ENV_ENCODER_PRECISION)),
         )
 
 
@@ -141,6 +160,7 @@ _runtime_cuda_graphs: Optional[bool] = None
 _runtime_modules: Optional[Tuple[str, ...]] = None
 _runtime_sample_every: Optional[int] = None
 _runtime_device_time: Optional[bool] = None
+_runtime_precision: Optional[str] = None
 # module name -> whether a rollback pattern matches it; rebuilt when rules change
 _module_cache: Dict[str, bool] = {}
 _graph_cache_size: int = DEFAULT_GRAPH_CACHE_SIZE
@@ -169,6 +189,7 @@ def configure(
     as_numpy_modules: Iterable[str] | None | _Unset = UNSET,
     kpi_sample: float | None | _Unset = UNSET,
     kpi_device_time: bool | None | _Unset = UNSET,
+    encoder_precision: str | None | _Unset = UNSET,
 ) -> None:
     """Change defaults at run time; arguments left out are not touched.
 
@@ -181,10 +202,15 @@ def configure(
     ``as_numpy_modules`` replaces ``SAMGPU_AS_NUMPY_MODULES`` (module names or
     glob patterns whose calls default to numpy), ``kpi_sample`` the KPI
     sampling rate in (0, 1] and ``kpi_device_time`` the device timing switch;
-    ``None`` gives each back to the environment.
+    ``encoder_precision`` (``"fp32"``, ``"tf32"``, ``"bf16"``) replaces
+    ``SAMGPU_ENCODER_PRECISION``. ``None`` gives each back to the environment.
     """
     global _runtime_as_numpy, _runtime_cuda_graphs, _graph_cache_size
-    global _runtime_modules, _runtime_sample_every, _runtime_device_time
+    global _runtime_modules, _runtime_sample_every, _runtime_device_time, _runtime_precision
+    if encoder_precision is not UNSET and encoder_precision is not None and encoder_precision not in PRECISIONS:
+        raise ValueError(
+            f"configure(encoder_precision=...) must be one of {PRECISIONS} or None, got {encoder_precision!r}"
+        )
     for name, value in (("as_numpy", as_numpy), ("cuda_graphs", cuda_graphs), ("kpi_device_time", kpi_device_time)):
         if value is not UNSET and value is not None and not isinstance(value, bool):
             raise TypeError(f"configure({name}=...) must be a bool or None, got {type(value).__name__}")
@@ -207,6 +233,8 @@ def configure(
             _runtime_sample_every = every  # type: ignore[assignment]
         if kpi_device_time is not UNSET:
             _runtime_device_time = kpi_device_time  # type: ignore[assignment]
+        if encoder_precision is not UNSET:
+            _runtime_precision = encoder_precision  # type: ignore[assignment]
         if as_numpy is not UNSET:
             _runtime_as_numpy = as_numpy  # type: ignore[assignment]
         if cuda_graphs is not UNSET:
@@ -256,6 +284,11 @@ def module_rolled_back(module: str) -> bool:
 def kpi_sample_every() -> int:
     runtime = _runtime_sample_every
     return _env.kpi_sample_every if runtime is None else runtime
+
+
+def encoder_precision() -> str:
+    runtime = _runtime_precision
+    return _env.encoder_precision if runtime is None else runtime
 
 
 def kpi_device_time() -> bool:

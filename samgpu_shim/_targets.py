@@ -114,6 +114,56 @@ def _sam1_embed_points(original: Any) -> Wrapper:
     return wrapper
 
 
+SAM1_SET_IMAGE_PARAMS = ("self", "image", "image_format")
+SAM1_SET_TORCH_IMAGE_PARAMS = ("self", "transformed_image", "original_image_size")
+SAM1_GET_REL_POS_PARAMS = ("q_size", "k_size", "rel_pos")
+
+
+def _sam1_set_image(original: Any) -> Wrapper:
+    import torch
+
+    from ._image import gpu_path_on, set_image_tensor
+
+    def wrapper(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> Any:
+        image = args[0] if args else kwargs.get("image")
+        if isinstance(image, torch.Tensor) and gpu_path_on():
+            return set_image_tensor(instance, *args, **kwargs)
+        return wrapped(*args, **kwargs)  # numpy frames: upstream's exact path
+
+    return wrapper
+
+
+def _sam1_set_torch_image(original: Any) -> Wrapper:
+    import torch
+
+    from ._image import encoder_precision, gpu_path_on
+
+    def wrapper(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> Any:
+        device = instance.device
+        if device.type != "cuda" or _config.encoder_precision() == "fp32" or not gpu_path_on():
+            return wrapped(*args, **kwargs)
+        with encoder_precision(device):
+            wrapped(*args, **kwargs)
+        if instance.features is not None and instance.features.dtype != torch.float32:
+            # The decoder runs in float32 outside autocast: hand it float32.
+            instance.features = instance.features.float()
+        return None
+
+    return wrapper
+
+
+def _sam1_get_rel_pos(original: Any) -> Wrapper:
+    from ._image import get_rel_pos_sync_free, gpu_path_on
+
+    def wrapper(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> Any:
+        rel_pos = args[2] if len(args) > 2 else kwargs.get("rel_pos")
+        if getattr(rel_pos, "is_cuda", False) and gpu_path_on():
+            return get_rel_pos_sync_free(*args, **kwargs)
+        return wrapped(*args, **kwargs)
+
+    return wrapper
+
+
 SAM1 = Family(
     name="segment-anything",
     distribution="segment-anything",
@@ -131,6 +181,24 @@ SAM1 = Family(
             attribute="PromptEncoder._embed_points",
             make_wrapper=_sam1_embed_points,
             check=_params_check(SAM1_EMBED_POINTS_PARAMS),
+        ),
+        Target(
+            module="segment_anything.predictor",
+            attribute="SamPredictor.set_image",
+            make_wrapper=_sam1_set_image,
+            check=_params_check(SAM1_SET_IMAGE_PARAMS),
+        ),
+        Target(
+            module="segment_anything.predictor",
+            attribute="SamPredictor.set_torch_image",
+            make_wrapper=_sam1_set_torch_image,
+            check=_params_check(SAM1_SET_TORCH_IMAGE_PARAMS),
+        ),
+        Target(
+            module="segment_anything.modeling.image_encoder",
+            attribute="get_rel_pos",
+            make_wrapper=_sam1_get_rel_pos,
+            check=_params_check(SAM1_GET_REL_POS_PARAMS),
         ),
     ),
 )
