@@ -46,8 +46,14 @@ def run_model(model: str, device: torch.device, image_hw: tuple, frames: int) ->
             torch.cuda.synchronize(device)
 
     def upstream(i: int) -> str:
-        original_set(predictor, host_frames[i % 4])
-        masks, scores, _ = original_predict(predictor, coords, labels)
+        # Rolled back, so the encoder's relative-position gathers are
+        # upstream's too (the patch is module-wide): a pure upstream baseline.
+        _config.configure(as_numpy=True)
+        try:
+            original_set(predictor, host_frames[i % 4])
+            masks, scores, _ = original_predict(predictor, coords, labels)
+        finally:
+            _config.configure(as_numpy=None)
         return _pipeline.packet_numpy(masks, scores)
 
     def shim(precision: str) -> Callable[[int], str]:
@@ -69,7 +75,11 @@ def run_model(model: str, device: torch.device, image_hw: tuple, frames: int) ->
         paths["shim, CUDA frame, bf16 autocast"] = shim("bf16")
 
     # Quality against upstream on frame 0, before timing.
-    original_set(predictor, host_frames[0])
+    _config.configure(as_numpy=True)
+    try:
+        original_set(predictor, host_frames[0])
+    finally:
+        _config.configure(as_numpy=None)
     ref_features = predictor.features.clone()
     ref_masks = original_predict(predictor, coords, labels)[0]
     quality = {}
@@ -94,6 +104,28 @@ def run_model(model: str, device: torch.device, image_hw: tuple, frames: int) ->
             t0 = time.perf_counter()
             run(i)
             samples[name].append((time.perf_counter() - t0) * 1e3)
+    # set_image alone against the encoder alone, on the same frame, fp32.
+    encoder_ms: List[float] = []
+    set_image_ms: List[float] = []
+    frame = device_frames[0]
+    predictor.set_image(frame)
+    encoder_input = predictor.model.preprocess(
+        torch.nn.functional.interpolate(
+            frame.permute(2, 0, 1)[None].float(), size=tuple(predictor.input_size), mode="bilinear",
+            align_corners=False, antialias=True,
+        ).round().clamp(0, 255)
+    )
+    with torch.no_grad():
+        for _ in range(max(frames // 2, 3)):
+            wait()
+            t0 = time.perf_counter()
+            predictor.model.image_encoder(encoder_input)
+            wait()
+            encoder_ms.append((time.perf_counter() - t0) * 1e3)
+            t0 = time.perf_counter()
+            predictor.set_image(frame)
+            wait()
+            set_image_ms.append((time.perf_counter() - t0) * 1e3)
     rows = []
     for name in paths:
         summary = _summary(samples[name])
@@ -106,7 +138,13 @@ def run_model(model: str, device: torch.device, image_hw: tuple, frames: int) ->
             **quality.get(name, {}),
             "samples_ms": [round(s, 3) for s in samples[name]],
         })
-    return {"model": model, "image_hw": list(image_hw), "rows": rows}
+    return {
+        "model": model,
+        "image_hw": list(image_hw),
+        "encoder_alone_ms": _summary(encoder_ms),
+        "shim_set_image_fp32_ms": _summary(set_image_ms),
+        "rows": rows,
+    }
 
 
 def run(args: Any) -> Dict[str, Any]:
@@ -124,7 +162,11 @@ def format_table(report: Dict[str, Any]) -> str:
     lines = [f"frame loop on {env['device']} ({env['device_name']}), torch {env['torch']}"]
     for result in report["results"]:
         lines.append("")
-        lines.append(f"{result['model']}: frames {result['image_hw'][0]}x{result['image_hw'][1]}")
+        lines.append(
+            f"{result['model']}: frames {result['image_hw'][0]}x{result['image_hw'][1]}; fp32 p50: encoder alone "
+            f"{result['encoder_alone_ms']['p50_ms']:.2f} ms, shim set_image(CUDA frame) "
+            f"{result['shim_set_image_fp32_ms']['p50_ms']:.2f} ms"
+        )
         lines.append(f"{'path':<36} {'syncs':>5} {'fps':>7} {'p50 ms':>8} {'p99 ms':>8} {'IoU':>7} {'emb diff':>9}")
         for r in result["rows"]:
             syncs = "-" if r["syncs_per_frame"] is None else str(r["syncs_per_frame"])
