@@ -54,6 +54,13 @@ def _doctor() -> int:
     return 0
 
 
+def _save_json(report: dict, path: Optional[str]) -> None:
+    if path:
+        with open(path, "w", encoding="utf-8") as f:
+            json.dump(report, f, indent=1)
+        print(f"saved {path}")
+
+
 def _bench(args: argparse.Namespace) -> int:
     from samgpu_shim import _bench
 
@@ -63,10 +70,7 @@ def _bench(args: argparse.Namespace) -> int:
         runner = _bench  # type: ignore[assignment]
     report = runner.run(args)
     print(runner.format_table(report))
-    if args.json:
-        with open(args.json, "w", encoding="utf-8") as f:
-            json.dump(report, f, indent=1)
-        print(f"saved {args.json}")
+    _save_json(report, args.json)
     if args.plot:
         try:
             _bench.plot(report, args.plot)
@@ -82,10 +86,7 @@ def _soak(args: argparse.Namespace) -> int:
 
     report = _soak.run(args)
     print(_soak.format_table(report))
-    if args.json:
-        with open(args.json, "w", encoding="utf-8") as f:
-            json.dump(report, f, indent=1)
-        print(f"saved {args.json}")
+    _save_json(report, args.json)
     return 0
 
 

@@ -14,8 +14,9 @@ It lets CPU-only CI guard the property that the GPU suite proves.
 
 from __future__ import annotations
 
+import contextlib
 import warnings
-from typing import Any, Callable, List, Tuple
+from typing import Any, Callable, Iterator, List, Tuple
 
 import torch
 from torch.overrides import TorchFunctionMode
@@ -97,3 +98,18 @@ def count_cuda_syncs(fn: Callable[[], Any]) -> Tuple[int, Any]:
         finally:
             torch.cuda.set_sync_debug_mode(previous)
     return sum(SYNC_WARNING in str(w.message) for w in caught), result
+
+
+@contextlib.contextmanager
+def forbid_syncs() -> Iterator[None]:
+    """Inside the block, any operation that syncs the host with CUDA raises.
+
+    PyTorch's sync debug mode set to ``"error"`` and put back afterwards. It is
+    process-wide: other threads' syncs raise too while the block runs.
+    """
+    previous = torch.cuda.get_sync_debug_mode()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        yield
+    finally:
+        torch.cuda.set_sync_debug_mode(previous)

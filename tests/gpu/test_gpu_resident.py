@@ -14,7 +14,7 @@ from segment_anything import SamPredictor
 
 import samgpu_shim
 from samgpu_shim._models import build_sam, synthetic_image
-from samgpu_shim.syncs import count_cuda_syncs
+from samgpu_shim.syncs import count_cuda_syncs, forbid_syncs
 
 from conftest import assert_equal_to_upstream, upstream
 from prompts import PC, PL, PROMPT_MIXES
@@ -34,13 +34,8 @@ def gpu_predictor():
 
 
 def _strict(fn):
-    """Run fn with any host sync raising an error."""
-    previous = torch.cuda.get_sync_debug_mode()
-    torch.cuda.set_sync_debug_mode("error")
-    try:
+    with forbid_syncs():
         return fn()
-    finally:
-        torch.cuda.set_sync_debug_mode(previous)
 
 
 @pytest.mark.parametrize("mix", sorted(PROMPT_MIXES))

@@ -10,7 +10,7 @@ from segment_anything import SamPredictor
 import samgpu_shim
 from samgpu_shim._image import ImageError
 from samgpu_shim._models import build_sam, synthetic_image
-from samgpu_shim.syncs import count_cuda_syncs
+from samgpu_shim.syncs import count_cuda_syncs, forbid_syncs
 
 from prompts import PC, PL
 
@@ -26,12 +26,8 @@ def vit_b():
 
 
 def _strict(fn):
-    previous = torch.cuda.get_sync_debug_mode()
-    torch.cuda.set_sync_debug_mode("error")
-    try:
+    with forbid_syncs():
         return fn()
-    finally:
-        torch.cuda.set_sync_debug_mode(previous)
 
 
 def test_set_image_with_cuda_frame_does_not_sync(vit_b):
