@@ -182,6 +182,9 @@ def predict_resident(
     mask_input: Optional[Any] = None,
     multimask_output: bool = True,
     return_logits: bool = False,
+    *,
+    _torch_kwargs: Optional[dict] = None,
+    _allow_graphs: bool = True,
 ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``SamPredictor.predict`` that returns tensors on ``predictor.device``.
 
@@ -225,7 +228,7 @@ def predict_resident(
 
     token = SYNC_FREE.set(True)
     try:
-        if _graphs.usable(prompts.device):
+        if _allow_graphs and _graphs.usable(prompts.device):
             replayed = _graphs.predict(predictor, prompts, multimask_output, return_logits)
             if replayed is not None:
                 return replayed
@@ -234,10 +237,40 @@ def predict_resident(
             *batched(tensors),
             multimask_output,
             return_logits=return_logits,
+            **(_torch_kwargs or {}),
         )
     finally:
         SYNC_FREE.reset(token)
     return masks[0].detach(), iou_predictions[0].detach(), low_res_masks[0].detach()
+
+
+def predict_resident_hq(
+    predictor: Any,
+    point_coords: Optional[Any] = None,
+    point_labels: Optional[Any] = None,
+    box: Optional[Any] = None,
+    mask_input: Optional[Any] = None,
+    multimask_output: bool = True,
+    return_logits: bool = False,
+    hq_token_only: bool = False,
+) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """SAM-HQ's ``predict`` (one more parameter, ``hq_token_only``), GPU-resident.
+
+    Graph mode is not used: SAM-HQ's ``predict_torch`` also reads
+    ``self.interm_features``, which ``set_image`` replaces, so a captured graph
+    would read stale memory. The call takes the eager sync-free path.
+    """
+    return predict_resident(
+        predictor,
+        point_coords,
+        point_labels,
+        box,
+        mask_input,
+        multimask_output,
+        return_logits,
+        _torch_kwargs={"hq_token_only": hq_token_only},
+        _allow_graphs=False,
+    )
 
 
 def batched(tensors: dict) -> tuple:

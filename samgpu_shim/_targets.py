@@ -203,7 +203,47 @@ SAM1 = Family(
     ),
 )
 
-FAMILIES: Tuple[Family, ...] = (SAM1,)
+def _sam1_copy(name: str, distribution: str, package: str, predict_params: Tuple[str, ...],
+               resident_name: str) -> Family:
+    """A package that ships its own copy of SAM 1's predictor and prompt encoder."""
+
+    def make_predict(original: Any) -> Wrapper:
+        from . import _resident
+
+        return predict_wrapper(name, getattr(_resident, resident_name))
+
+    return Family(
+        name=name,
+        distribution=distribution,
+        hook_module=package,
+        targets=(
+            Target(
+                module=f"{package}.predictor",
+                attribute="SamPredictor.predict",
+                make_wrapper=make_predict,
+                check=_params_check(predict_params),
+                adds_as_numpy=True,
+            ),
+            Target(
+                module=f"{package}.modeling.prompt_encoder",
+                attribute="PromptEncoder._embed_points",
+                make_wrapper=_sam1_embed_points,
+                check=_params_check(SAM1_EMBED_POINTS_PARAMS),
+            ),
+        ),
+    )
+
+
+SAM_HQ = _sam1_copy(
+    "segment-anything-hq",
+    "segment-anything-hq",
+    "segment_anything_hq",
+    SAM1_PREDICT_PARAMS + ("hq_token_only",),
+    "predict_resident_hq",
+)
+MOBILE_SAM = _sam1_copy("mobile-sam", "mobilesam-mirror", "mobile_sam", SAM1_PREDICT_PARAMS, "predict_resident")
+
+FAMILIES: Tuple[Family, ...] = (SAM1, SAM_HQ, MOBILE_SAM)
 
 
 def fork_family(spec: str) -> Family:

@@ -147,7 +147,8 @@ def test_unsupported_upstream_is_left_untouched(tmp_path):
         "import samgpu_shim, segment_anything\n"
         "from segment_anything.modeling.prompt_encoder import PromptEncoder\n"
         "print(hasattr(segment_anything.SamPredictor.__dict__['predict'], '__wrapped__'),"
-        " hasattr(PromptEncoder.__dict__['_embed_points'], '__wrapped__'), samgpu_shim.is_patched())"
+        " hasattr(PromptEncoder.__dict__['_embed_points'], '__wrapped__'),"
+        " samgpu_shim.is_patched('segment-anything'))"
     )
     assert proc.stdout.strip() == "False False False"  # whole family or nothing
     assert "segment-anything left untouched" in proc.stderr
@@ -156,7 +157,9 @@ def test_unsupported_upstream_is_left_untouched(tmp_path):
 
 def test_missing_sam_warns_and_imports():
     proc = run_python(
-        "import sys; sys.modules['segment_anything'] = None\n"
+        "import sys\n"
+        "for name in ('segment_anything', 'segment_anything_hq', 'mobile_sam'):\n"
+        "    sys.modules[name] = None\n"
         "import samgpu_shim\nprint('imported', samgpu_shim.is_patched())"
     )
     assert "imported" in proc.stdout

@@ -1,0 +1,48 @@
+"""Small models of the SAM 1 forks, random weights, from each fork's own modules."""
+
+from __future__ import annotations
+
+from functools import partial
+
+import torch
+
+
+def _seeded(build):
+    state = torch.random.get_rng_state()
+    torch.manual_seed(0)
+    try:
+        return build().eval()
+    finally:
+        torch.random.set_rng_state(state)
+
+
+def tiny_sam_hq():
+    from segment_anything_hq.modeling import ImageEncoderViT, MaskDecoderHQ, PromptEncoder, Sam, TwoWayTransformer
+
+    def build():
+        return Sam(
+            image_encoder=ImageEncoderViT(
+                depth=2, embed_dim=32, img_size=1024, mlp_ratio=4, norm_layer=partial(torch.nn.LayerNorm, eps=1e-6),
+                num_heads=2, patch_size=16, qkv_bias=True, use_rel_pos=True, global_attn_indexes=(1,),
+                window_size=14, out_chans=32,
+            ),
+            prompt_encoder=PromptEncoder(
+                embed_dim=32, image_embedding_size=(64, 64), input_image_size=(1024, 1024), mask_in_chans=16
+            ),
+            mask_decoder=MaskDecoderHQ(
+                num_multimask_outputs=3,
+                transformer=TwoWayTransformer(depth=2, embedding_dim=32, mlp_dim=64, num_heads=2),
+                transformer_dim=32, iou_head_depth=3, iou_head_hidden_dim=32, vit_dim=32,
+            ),
+            pixel_mean=[123.675, 116.28, 103.53],
+            pixel_std=[58.395, 57.12, 57.375],
+        )
+
+    return _seeded(build)
+
+
+def mobile_sam_vit_t():
+    """MobileSAM's own architecture (TinyViT encoder, about 10M parameters)."""
+    from mobile_sam.build_sam import build_sam_vit_t
+
+    return _seeded(build_sam_vit_t)

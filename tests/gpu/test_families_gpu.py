@@ -1,0 +1,45 @@
+"""The SAM 1 forks on CUDA: zero host syncs and upstream's values."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+
+import pytest
+import torch
+
+import samgpu_shim
+from samgpu_shim._models import synthetic_image
+from samgpu_shim.syncs import count_cuda_syncs, forbid_syncs
+
+from conftest import assert_equal_to_upstream
+from prompts import PROMPT_MIXES
+
+pytestmark = [
+    pytest.mark.gpu,
+    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device"),
+]
+
+FORKS = {"segment_anything_hq": "tiny_sam_hq", "mobile_sam": "mobile_sam_vit_t"}
+
+
+@pytest.mark.parametrize("package", sorted(FORKS))
+@pytest.mark.parametrize("mix", ["point_multimask", "everything", "return_logits"])
+def test_fork_sync_free_on_gpu(package, mix):
+    if importlib.util.find_spec(package) is None:
+        pytest.skip(f"{package} is not installed")
+    import family_models
+
+    module = importlib.import_module(package)
+    p = module.SamPredictor(getattr(family_models, FORKS[package])().cuda())
+    p.set_image(synthetic_image(1080, 1920, seed=1))
+    args, kwargs = PROMPT_MIXES[mix]
+    p.predict(*args, **kwargs)
+    with forbid_syncs():
+        got = p.predict(*args, **kwargs)
+    original = samgpu_shim.get_original(module.SamPredictor, "predict")
+    upstream_syncs, expected = count_cuda_syncs(lambda: original(p, *args, **kwargs))
+    shim_syncs, _ = count_cuda_syncs(lambda: p.predict(*args, **kwargs))
+    print(f"{package} {mix}: upstream {upstream_syncs} syncs, shim {shim_syncs}")
+    assert shim_syncs == 0 and upstream_syncs > 0
+    assert_equal_to_upstream(expected, got, p.device)

@@ -1,0 +1,130 @@
+"""The SAM 1 forks behind the same import: SAM-HQ and MobileSAM.
+
+Each runs only where its package is installed; otherwise it is skipped with
+the reason. Values come from each fork's own predictor, unpatched.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+import torch
+
+import samgpu_shim
+from samgpu_shim._models import synthetic_image
+from samgpu_shim.syncs import SyncProneOps
+
+from conftest import assert_equal_to_upstream, assert_same_arrays, run_python
+from prompts import PROMPT_MIXES
+
+FORKS = {
+    "segment-anything-hq": ("segment_anything_hq", "tiny_sam_hq"),
+    "mobile-sam": ("mobile_sam", "mobile_sam_vit_t"),
+}
+MIXES = ("point_multimask", "everything", "return_logits", "positional", "no_prompt")
+
+
+def _needs(package):
+    return pytest.mark.skipif(importlib.util.find_spec(package) is None, reason=f"{package} is not installed")
+
+
+@pytest.fixture(scope="module", params=sorted(FORKS))
+def fork(request):
+    package, builder = FORKS[request.param]
+    if importlib.util.find_spec(package) is None:
+        pytest.skip(f"{package} is not installed")
+    import family_models
+
+    module = importlib.import_module(package)
+    predictor = module.SamPredictor(getattr(family_models, builder)())
+    predictor.set_image(synthetic_image(120, 160, seed=7))
+    return request.param, module, predictor
+
+
+def _upstream(module, predictor, *args, **kwargs):
+    return samgpu_shim.get_original(module.SamPredictor, "predict")(predictor, *args, **kwargs)
+
+
+@pytest.mark.parametrize("mix", MIXES)
+def test_fork_gpu_mode_equals_its_upstream(fork, mix):
+    name, module, predictor = fork
+    args, kwargs = PROMPT_MIXES[mix]
+    expected = _upstream(module, predictor, *args, **kwargs)
+    with SyncProneOps() as ops:
+        got = predictor.predict(*args, **kwargs)
+    assert ops.calls == []
+    assert_equal_to_upstream(expected, got, predictor.device)
+    for exp, out in zip(expected, predictor.predict(*args, **kwargs, as_numpy=True)):
+        assert_same_arrays(exp, out)
+
+
+def test_fork_status(fork):
+    name, module, predictor = fork
+    row = next(r for r in samgpu_shim.status() if r["family"] == name)
+    assert row["installed"] == "yes" and row["status"] == "patched"
+
+
+@_needs("segment_anything_hq")
+@pytest.mark.parametrize("hq_token_only", [False, True])
+def test_sam_hq_token_only(fork, hq_token_only):
+    name, module, predictor = fork
+    if name != "segment-anything-hq":
+        pytest.skip("SAM-HQ only")
+    args, kwargs = PROMPT_MIXES["points_and_box"]
+    expected = _upstream(module, predictor, *args, **kwargs, hq_token_only=hq_token_only)
+    assert_equal_to_upstream(expected, predictor.predict(*args, **kwargs, hq_token_only=hq_token_only),
+                             predictor.device)
+    # positional, as the 7th argument
+    pc, pl = kwargs["point_coords"], kwargs["point_labels"]
+    got = predictor.predict(pc, pl, kwargs["box"], None, True, False, hq_token_only)
+    assert_equal_to_upstream(_upstream(module, predictor, pc, pl, kwargs["box"], None, True, False, hq_token_only),
+                             got, predictor.device)
+
+
+def test_unpatch_restores_every_family(fork):
+    name, module, predictor = fork
+    original = samgpu_shim.get_original(module.SamPredictor, "predict")
+    samgpu_shim.unpatch()
+    try:
+        assert module.SamPredictor.__dict__["predict"] is original
+        assert not hasattr(module.modeling.prompt_encoder.PromptEncoder.__dict__["_embed_points"], "__wrapped__")
+    finally:
+        samgpu_shim.patch()
+    assert samgpu_shim.is_patched(name)
+
+
+@_needs("mobile_sam")
+def test_fork_import_order_and_rollback():
+    code = """
+import samgpu_shim, numpy as np
+from mobile_sam import SamPredictor
+import family_models
+p = SamPredictor(family_models.mobile_sam_vit_t()); p.set_image(np.zeros((40, 60, 3), np.uint8))
+print(type(p.predict(np.array([[5, 5]]), np.array([1]))[0]).__name__)
+"""
+    import pathlib
+
+    here = str(pathlib.Path(__file__).parent)
+    prelude = f"import sys; sys.path.insert(0, {here!r})\n"
+    assert run_python(prelude + code).stdout.split()[-1] == "Tensor"
+    assert run_python(prelude + code, env={"SAMGPU_AS_NUMPY": "1"}).stdout.split()[-1] == "ndarray"
+    swapped = prelude + "from mobile_sam import SamPredictor as _first\n" + code
+    assert run_python(swapped).stdout.split()[-1] == "Tensor"
+
+
+def test_graph_mode_is_not_used_for_sam_hq(fork):
+    name, module, predictor = fork
+    if name != "segment-anything-hq":
+        pytest.skip("SAM-HQ only")
+    from samgpu_shim import _resident
+
+    calls = []
+    real = _resident._graphs.usable
+    _resident._graphs.usable = lambda device: calls.append(device) or real(device)
+    try:
+        predictor.predict(*PROMPT_MIXES["point_multimask"][0], **PROMPT_MIXES["point_multimask"][1])
+    finally:
+        _resident._graphs.usable = real
+    assert calls == []
+    assert torch.is_tensor(predictor.predict()[0])
