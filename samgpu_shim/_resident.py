@@ -48,9 +48,11 @@ def _scale_coords_torch(coords: torch.Tensor, predictor: Any) -> torch.Tensor:
     float64, so there it is float32 arithmetic (may differ in the last bit).
     """
     old_h, old_w = predictor.original_size
-    new_h, new_w = predictor.transform.get_preprocess_shape(
-        old_h, old_w, predictor.transform.target_length
-    )
+    transform = predictor.transform
+    if hasattr(transform, "get_preprocess_shape"):
+        new_h, new_w = transform.get_preprocess_shape(old_h, old_w, transform.target_length)
+    else:  # EfficientViT-SAM's predictor is its own transform and scales to input_size
+        new_h, new_w = predictor.input_size
     wide = torch.float32 if coords.device.type == "mps" else torch.float64
     out = coords.detach().to(dtype=wide, copy=True)
     out[..., 0] = out[..., 0] * (new_w / old_w)

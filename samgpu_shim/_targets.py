@@ -243,7 +243,36 @@ SAM_HQ = _sam1_copy(
 )
 MOBILE_SAM = _sam1_copy("mobile-sam", "mobilesam-mirror", "mobile_sam", SAM1_PREDICT_PARAMS, "predict_resident")
 
-FAMILIES: Tuple[Family, ...] = (SAM1, SAM_HQ, MOBILE_SAM)
+def _efficientvit_predict(original: Any) -> Wrapper:
+    from ._resident import predict_resident
+
+    return predict_wrapper("efficientvit-sam", predict_resident)
+
+
+# EfficientViT-SAM (PyPI efficientsam): its own predictor class, which is its
+# own transform, over a copy of SAM 1's prompt encoder and decoder.
+EFFICIENTVIT_SAM = Family(
+    name="efficientvit-sam",
+    distribution="efficientsam",
+    hook_module="efficientsam.models.efficientvit.sam",
+    targets=(
+        Target(
+            module="efficientsam.models.efficientvit.sam",
+            attribute="EfficientViTSamPredictor.predict",
+            make_wrapper=_efficientvit_predict,
+            check=_params_check(SAM1_PREDICT_PARAMS),
+            adds_as_numpy=True,
+        ),
+        Target(
+            module="efficientsam.segment_anything.modeling.prompt_encoder",
+            attribute="PromptEncoder._embed_points",
+            make_wrapper=_sam1_embed_points,
+            check=_params_check(SAM1_EMBED_POINTS_PARAMS),
+        ),
+    ),
+)
+
+FAMILIES: Tuple[Family, ...] = (SAM1, SAM_HQ, MOBILE_SAM, EFFICIENTVIT_SAM)
 
 
 def fork_family(spec: str) -> Family:

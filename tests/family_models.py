@@ -46,3 +46,10 @@ def mobile_sam_vit_t():
     from mobile_sam.build_sam import build_sam_vit_t
 
     return _seeded(build_sam_vit_t)
+
+
+def efficientvit_sam_l0():
+    """EfficientViT-SAM L0, the package's own builder, random weights (about 35M parameters)."""
+    from efficientsam.sam_model_zoo import create_efficientvit_sam_model
+
+    return _seeded(lambda: create_efficientvit_sam_model("efficientvit-sam-l0", pretrained=False))

@@ -18,9 +18,18 @@ from samgpu_shim.syncs import SyncProneOps
 from conftest import assert_equal_to_upstream, assert_same_arrays, run_python
 from prompts import PROMPT_MIXES
 
+# family -> (module holding the predictor, predictor class, prompt encoder module, builder)
 FORKS = {
-    "segment-anything-hq": ("segment_anything_hq", "tiny_sam_hq"),
-    "mobile-sam": ("mobile_sam", "mobile_sam_vit_t"),
+    "segment-anything-hq": (
+        "segment_anything_hq", "SamPredictor", "segment_anything_hq.modeling.prompt_encoder", "tiny_sam_hq"
+    ),
+    "mobile-sam": ("mobile_sam", "SamPredictor", "mobile_sam.modeling.prompt_encoder", "mobile_sam_vit_t"),
+    "efficientvit-sam": (
+        "efficientsam.models.efficientvit.sam",
+        "EfficientViTSamPredictor",
+        "efficientsam.segment_anything.modeling.prompt_encoder",
+        "efficientvit_sam_l0",
+    ),
 }
 MIXES = ("point_multimask", "everything", "return_logits", "positional", "no_prompt")
 
@@ -29,25 +38,32 @@ def _needs(package):
     return pytest.mark.skipif(importlib.util.find_spec(package) is None, reason=f"{package} is not installed")
 
 
+class _Fork:
+    def __init__(self, name):
+        module_name, cls_name, encoder_module, builder = FORKS[name]
+        import family_models
+
+        self.cls = getattr(importlib.import_module(module_name), cls_name)
+        self.encoder = importlib.import_module(encoder_module).PromptEncoder
+        self.predictor = self.cls(getattr(family_models, builder)())
+
+
 @pytest.fixture(scope="module", params=sorted(FORKS))
 def fork(request):
-    package, builder = FORKS[request.param]
-    if importlib.util.find_spec(package) is None:
-        pytest.skip(f"{package} is not installed")
-    import family_models
-
-    module = importlib.import_module(package)
-    predictor = module.SamPredictor(getattr(family_models, builder)())
-    predictor.set_image(synthetic_image(120, 160, seed=7))
-    return request.param, module, predictor
+    top = FORKS[request.param][0].split(".")[0]
+    if importlib.util.find_spec(top) is None:
+        pytest.skip(f"{top} is not installed")
+    handle = _Fork(request.param)
+    handle.predictor.set_image(synthetic_image(120, 160, seed=7))
+    return request.param, handle, handle.predictor
 
 
 def _upstream(module, predictor, *args, **kwargs):
-    return samgpu_shim.get_original(module.SamPredictor, "predict")(predictor, *args, **kwargs)
+    return samgpu_shim.get_original(module.cls, "predict")(predictor, *args, **kwargs)
 
 
 @pytest.mark.parametrize("mix", MIXES)
-def test_fork_gpu_mode_equals_its_upstream(fork, mix):
+def test_fork_gpu_mode_equals_its_upstream(fork, mix):  # also: tensor prompts below
     name, module, predictor = fork
     args, kwargs = PROMPT_MIXES[mix]
     expected = _upstream(module, predictor, *args, **kwargs)
@@ -84,11 +100,11 @@ def test_sam_hq_token_only(fork, hq_token_only):
 
 def test_unpatch_restores_every_family(fork):
     name, module, predictor = fork
-    original = samgpu_shim.get_original(module.SamPredictor, "predict")
+    original = samgpu_shim.get_original(module.cls, "predict")
     samgpu_shim.unpatch()
     try:
-        assert module.SamPredictor.__dict__["predict"] is original
-        assert not hasattr(module.modeling.prompt_encoder.PromptEncoder.__dict__["_embed_points"], "__wrapped__")
+        assert module.cls.__dict__["predict"] is original
+        assert not hasattr(module.encoder.__dict__["_embed_points"], "__wrapped__")
     finally:
         samgpu_shim.patch()
     assert samgpu_shim.is_patched(name)
@@ -128,3 +144,11 @@ def test_graph_mode_is_not_used_for_sam_hq(fork):
         _resident._graphs.usable = real
     assert calls == []
     assert torch.is_tensor(predictor.predict()[0])
+
+
+def test_fork_tensor_prompts(fork):
+    name, module, predictor = fork
+    args, kwargs = PROMPT_MIXES["points_and_box"]
+    expected = _upstream(module, predictor, *args, **kwargs)
+    as_tensors = {k: torch.as_tensor(v) for k, v in kwargs.items()}
+    assert_equal_to_upstream(expected, predictor.predict(*args, **as_tensors), predictor.device)

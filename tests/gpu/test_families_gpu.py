@@ -20,7 +20,12 @@ pytestmark = [
     pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device"),
 ]
 
-FORKS = {"segment_anything_hq": "tiny_sam_hq", "mobile_sam": "mobile_sam_vit_t"}
+# package -> (module holding the predictor, predictor class, builder in family_models)
+FORKS = {
+    "segment_anything_hq": ("segment_anything_hq", "SamPredictor", "tiny_sam_hq"),
+    "mobile_sam": ("mobile_sam", "SamPredictor", "mobile_sam_vit_t"),
+    "efficientsam": ("efficientsam.models.efficientvit.sam", "EfficientViTSamPredictor", "efficientvit_sam_l0"),
+}
 
 
 @pytest.mark.parametrize("package", sorted(FORKS))
@@ -30,8 +35,9 @@ def test_fork_sync_free_on_gpu(package, mix):
         pytest.skip(f"{package} is not installed")
     import family_models
 
-    module = importlib.import_module(package)
-    p = module.SamPredictor(getattr(family_models, FORKS[package])().cuda())
+    module_name, cls_name, builder = FORKS[package]
+    cls = getattr(importlib.import_module(module_name), cls_name)
+    p = cls(getattr(family_models, builder)().cuda())
     p.set_image(synthetic_image(1080, 1920, seed=1))
     args, kwargs = PROMPT_MIXES[mix]
     p.predict(*args, **kwargs)
@@ -44,7 +50,7 @@ def test_fork_sync_free_on_gpu(package, mix):
     else:
         with forbid_syncs():
             got = p.predict(*args, **kwargs)
-    original = samgpu_shim.get_original(module.SamPredictor, "predict")
+    original = samgpu_shim.get_original(cls, "predict")
     upstream_syncs, expected = count_cuda_syncs(lambda: original(p, *args, **kwargs))
     shim_syncs, _ = count_cuda_syncs(lambda: p.predict(*args, **kwargs))
     print(f"{package} {mix}: upstream {upstream_syncs} syncs, shim {shim_syncs}")
