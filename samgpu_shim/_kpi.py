@@ -36,7 +36,7 @@ class KpiEvent:
         return json.dumps(self.fields, separators=(",", ":"))
 
 
-def _device_of(obj: Any) -> str:
+def device_of(obj: Any) -> str:
     device = getattr(obj, "device", None)
     # numpy arrays have no ``device`` before numpy 2 and ``"cpu"`` from 2.0 on.
     return "cpu" if device is None else str(device)
@@ -76,9 +76,9 @@ def emit_predict(
             "event": EVENT_PREDICT,
             "as_numpy": int(as_numpy),
             "as_numpy_source": source,
-            "mask_device": _device_of(masks),
-            "iou_device": _device_of(iou),
-            "low_device": _device_of(low),
+            "mask_device": device_of(masks),
+            "iou_device": device_of(iou),
+            "low_device": device_of(low),
             "predictor": type(predictor).__qualname__,
             "family": family,
             "latency_ms": round(latency_ms, 4),

@@ -17,6 +17,7 @@ from typing import Any, Deque, Dict, List, Optional, Tuple
 import numpy as np
 
 from . import _config
+from ._kpi import device_of
 
 Site = Tuple[str, str, int]  # module, function, line
 
@@ -55,13 +56,8 @@ _pending: Deque[Tuple[Any, Any, Site]] = deque()
 _MAX_PENDING = 4096
 
 
-def _device_of(outputs: Any) -> str:
-    device = getattr(outputs[0], "device", None)
-    return "cpu" if device is None else str(device)
-
-
 def record(site: Site, as_numpy: bool, outputs: Any, host_ms: float) -> None:
-    device = _device_of(outputs)
+    device = device_of(outputs[0])
     with _lock:
         entry = _sites.get(site)
         if entry is None:

@@ -203,29 +203,44 @@ SAM1 = Family(
     ),
 )
 
-def _sam1_copy(name: str, distribution: str, package: str, predict_params: Tuple[str, ...],
-               resident_name: str) -> Family:
-    """A package that ships its own copy of SAM 1's predictor and prompt encoder."""
+def _sam1_copy(
+    name: str,
+    distribution: str,
+    package: str,
+    predict_params: Tuple[str, ...],
+    resident_name: str,
+    predictor: Tuple[str, str] = ("predictor", "SamPredictor"),
+    encoder_module: str = "modeling.prompt_encoder",
+    hook_module: Optional[str] = None,
+) -> Family:
+    """A package that ships its own copy of SAM 1's predictor and prompt encoder.
+
+    ``predictor`` is (module under ``package``, class) and ``encoder_module``
+    the prompt encoder's module under ``package``; the defaults are SAM 1's
+    layout. ``hook_module`` is the import that triggers the patch (the
+    predictor's module when the package does not import it itself).
+    """
 
     def make_predict(original: Any) -> Wrapper:
         from . import _resident
 
         return predict_wrapper(name, getattr(_resident, resident_name))
 
+    predictor_module, predictor_class = predictor
     return Family(
         name=name,
         distribution=distribution,
-        hook_module=package,
+        hook_module=hook_module or package,
         targets=(
             Target(
-                module=f"{package}.predictor",
-                attribute="SamPredictor.predict",
+                module=f"{package}.{predictor_module}",
+                attribute=f"{predictor_class}.predict",
                 make_wrapper=make_predict,
                 check=_params_check(predict_params),
                 adds_as_numpy=True,
             ),
             Target(
-                module=f"{package}.modeling.prompt_encoder",
+                module=f"{package}.{encoder_module}",
                 attribute="PromptEncoder._embed_points",
                 make_wrapper=_sam1_embed_points,
                 check=_params_check(SAM1_EMBED_POINTS_PARAMS),
@@ -242,34 +257,17 @@ SAM_HQ = _sam1_copy(
     "predict_resident_hq",
 )
 MOBILE_SAM = _sam1_copy("mobile-sam", "mobilesam-mirror", "mobile_sam", SAM1_PREDICT_PARAMS, "predict_resident")
-
-def _efficientvit_predict(original: Any) -> Wrapper:
-    from ._resident import predict_resident
-
-    return predict_wrapper("efficientvit-sam", predict_resident)
-
-
 # EfficientViT-SAM (PyPI efficientsam): its own predictor class, which is its
 # own transform, over a copy of SAM 1's prompt encoder and decoder.
-EFFICIENTVIT_SAM = Family(
-    name="efficientvit-sam",
-    distribution="efficientsam",
+EFFICIENTVIT_SAM = _sam1_copy(
+    "efficientvit-sam",
+    "efficientsam",
+    "efficientsam",
+    SAM1_PREDICT_PARAMS,
+    "predict_resident",
+    predictor=("models.efficientvit.sam", "EfficientViTSamPredictor"),
+    encoder_module="segment_anything.modeling.prompt_encoder",
     hook_module="efficientsam.models.efficientvit.sam",
-    targets=(
-        Target(
-            module="efficientsam.models.efficientvit.sam",
-            attribute="EfficientViTSamPredictor.predict",
-            make_wrapper=_efficientvit_predict,
-            check=_params_check(SAM1_PREDICT_PARAMS),
-            adds_as_numpy=True,
-        ),
-        Target(
-            module="efficientsam.segment_anything.modeling.prompt_encoder",
-            attribute="PromptEncoder._embed_points",
-            make_wrapper=_sam1_embed_points,
-            check=_params_check(SAM1_EMBED_POINTS_PARAMS),
-        ),
-    ),
 )
 
 FAMILIES: Tuple[Family, ...] = (SAM1, SAM_HQ, MOBILE_SAM, EFFICIENTVIT_SAM)
