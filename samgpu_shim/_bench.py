@@ -22,8 +22,11 @@ import torch
 
 from . import _pipeline
 from ._kpi import KPI_LOGGER_NAME
-from ._models import build_sam, synthetic_image
+from ._models import MODEL_NAMES, SAM2_MODEL_NAMES, build_sam, build_sam2, synthetic_image
 from .syncs import SyncProneOps, count_cuda_syncs
+
+# --family -> the model names it accepts
+FAMILY_MODELS = {"sam": MODEL_NAMES, "sam2": SAM2_MODEL_NAMES}
 
 
 class _FormattingHandler(logging.Handler):
@@ -76,16 +79,23 @@ def run_model(
     pipeline: bool = True,
     cuda_graphs: bool = False,
     kpi: bool = False,
+    family: str = "sam",
 ) -> Dict[str, Any]:
-    from segment_anything import SamPredictor
-
     import samgpu_shim
 
     if not samgpu_shim.is_patched():
         samgpu_shim.patch()
-    original = samgpu_shim.get_original(SamPredictor, "predict")
-    sam = build_sam(model, device=device)
-    predictor = SamPredictor(sam)
+    if family == "sam2":
+        from sam2.sam2_image_predictor import SAM2ImagePredictor as predictor_class
+
+        sam = build_sam2(model, device=device)
+        cuda_graphs = False  # graph mode is SAM 1's (docs/graphs.rst)
+    else:
+        from segment_anything import SamPredictor as predictor_class
+
+        sam = build_sam(model, device=device)
+    original = samgpu_shim.get_original(predictor_class, "predict")
+    predictor = predictor_class(sam)
     image = synthetic_image(*image_hw)
     started = time.perf_counter()
     predictor.set_image(image)
@@ -197,6 +207,7 @@ def run_model(
         )
     outputs = [type(x).__name__ + (f"@{x.device}" if isinstance(x, torch.Tensor) else "") for x in got]
     return {
+        "family": family,
         "model": model,
         "image_hw": list(image_hw),
         "set_image_ms": round(set_image_ms, 2),
@@ -258,6 +269,7 @@ def environment(device: torch.device) -> Dict[str, Any]:
         "numpy": np.__version__,
         "wrapt": version("wrapt"),
         "segment_anything": version("segment-anything"),
+        "sam2": version("sam2"),
         "cpu_threads": torch.get_num_threads(),
     }
     return info
@@ -326,6 +338,12 @@ def run(args: Any) -> Dict[str, Any]:
     device = pick_device(args.device)
     h, w = (int(v) for v in args.image.lower().split("x"))
     calls = args.calls if args.calls is not None else (300 if device.type == "cuda" else 50)
+    family = getattr(args, "family", "sam")
+    unknown = [m for m in args.model if m not in FAMILY_MODELS[family]]
+    if unknown:
+        raise SystemExit(
+            f"--family {family} has no model {', '.join(unknown)}; choose from {', '.join(FAMILY_MODELS[family])}"
+        )
     report = {"environment": environment(device), "wrapper_overhead": wrapper_overhead_us(), "results": []}
     for model in args.model:
         report["results"].append(
@@ -338,6 +356,7 @@ def run(args: Any) -> Dict[str, Any]:
                 pipeline=not args.no_pipeline,
                 cuda_graphs=getattr(args, "cuda_graphs", False),
                 kpi=getattr(args, "kpi", False),
+                family=family,
             )
         )
     return report

@@ -35,7 +35,7 @@ def _doctor() -> int:
         print(f"  {row['family']}: installed {row['installed']}, {row['status']}")
         print(f"    targets: {row['targets']}")
     print("versions:")
-    for dist in ("torch", "torchvision", "numpy", "wrapt", "segment-anything"):
+    for dist in ("torch", "torchvision", "numpy", "wrapt", *(row["distribution"] for row in samgpu_shim.status())):
         try:
             version = metadata.version(dist)
         except metadata.PackageNotFoundError:
@@ -65,6 +65,9 @@ def _bench(args: argparse.Namespace) -> int:
     from samgpu_shim import _bench
 
     if args.frames:
+        if args.family != "sam":
+            print("--frames times segment-anything's SamPredictor only; drop --family", file=sys.stderr)
+            return 2
         from samgpu_shim import _frames as runner
     else:
         runner = _bench  # type: ignore[assignment]
@@ -95,11 +98,18 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     bench = sub.add_parser("bench", help="upstream predict against the shim, interleaved")
     bench.add_argument(
+        "--family",
+        default="sam",
+        choices=["sam", "sam2"],
+        help="sam: segment-anything's SamPredictor (default); sam2: SAM 2's SAM2ImagePredictor",
+    )
+    bench.add_argument(
         "--model",
         nargs="+",
         default=["tiny"],
-        choices=["tiny", "vit_b", "vit_l", "vit_h"],
-        help="SAM architectures, random weights (default: tiny, which runs on a CPU in seconds)",
+        metavar="MODEL",
+        help="architectures, random weights (default: tiny, which runs on a CPU in seconds); "
+        "sam: tiny vit_b vit_l vit_h; sam2: tiny hiera_t hiera_s hiera_b+ hiera_l",
     )
     bench.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda, cuda:1, ...")
     bench.add_argument("--image", default="1080x1920", help="frame size HxW (default 1080x1920)")

@@ -37,6 +37,8 @@ class KpiEvent:
 
 
 def device_of(obj: Any) -> str:
+    if isinstance(obj, (list, tuple)):  # predict_batch: one result per image
+        return device_of(obj[0]) if obj else "none"
     device = getattr(obj, "device", None)
     # numpy arrays have no ``device`` before numpy 2 and ``"cpu"`` from 2.0 on.
     return "cpu" if device is None else str(device)

@@ -86,6 +86,48 @@ def build_sam(name: str = "tiny", *, seed: int = 0, device: Any = "cpu", image_s
     return sam.eval().to(device)
 
 
+# SAM 2.1 configs shipped inside the sam2 package, by short name.
+SAM2_CONFIGS: Dict[str, str] = {
+    "tiny": "configs/sam2.1/sam2.1_hiera_t.yaml",
+    "hiera_t": "configs/sam2.1/sam2.1_hiera_t.yaml",
+    "hiera_s": "configs/sam2.1/sam2.1_hiera_s.yaml",
+    "hiera_b+": "configs/sam2.1/sam2.1_hiera_b+.yaml",
+    "hiera_l": "configs/sam2.1/sam2.1_hiera_l.yaml",
+}
+# ``tiny``: the Hiera-T config with a very narrow, shallow trunk and neck. A
+# global-attention block may not open a stage, hence two blocks in stage 3.
+_SAM2_TINY = (
+    "++model.image_encoder.trunk.embed_dim=8",
+    "++model.image_encoder.trunk.stages=[1,1,2,1]",
+    "++model.image_encoder.trunk.global_att_blocks=[3]",
+    "++model.image_encoder.neck.backbone_channel_list=[64,32,16,8]",
+    "++model.image_encoder.neck.d_model=32",
+)
+SAM2_MODEL_NAMES = tuple(SAM2_CONFIGS)
+
+
+def build_sam2(name: str = "tiny", *, seed: int = 0, device: Any = "cpu") -> Any:
+    """A SAM 2.1 model (``sam2.modeling.sam2_base.SAM2Base``), random weights.
+
+    Built by the package's own ``sam2.build_sam.build_sam2`` from its own
+    configs with no checkpoint, so nothing is downloaded. ``tiny`` keeps SAM
+    2's geometry (1024-pixel input, 64x64 embedding, 256x256 low-resolution
+    masks) with a tiny image encoder; the ``hiera_*`` names are the real ones.
+    """
+    import torch
+    from sam2.build_sam import build_sam2 as build
+
+    if name not in SAM2_CONFIGS:
+        raise ValueError(f"unknown SAM 2 model {name!r}; choose one of {', '.join(SAM2_MODEL_NAMES)}")
+    overrides = list(_SAM2_TINY) if name == "tiny" else []
+    gen_state = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    try:
+        return build(SAM2_CONFIGS[name], None, device=str(device), hydra_overrides_extra=overrides)
+    finally:
+        torch.random.set_rng_state(gen_state)
+
+
 def synthetic_image(height: int, width: int, seed: int = 0) -> Any:
     """A deterministic RGB uint8 frame with smooth structure and noise."""
     import numpy as np

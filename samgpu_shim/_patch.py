@@ -260,7 +260,7 @@ def get_original(owner: Any, attribute: str) -> Any:
 
 
 def status() -> List[Dict[str, str]]:
-    """One row per known or armed family: family, module, installed, status, targets."""
+    """One row per known or armed family: family, distribution, module, installed, status, targets."""
     rows = []
     with _lock:
         names = {f.name: f for f in FAMILIES}
@@ -271,6 +271,7 @@ def status() -> List[Dict[str, str]]:
             rows.append(
                 {
                     "family": name,
+                    "distribution": family.distribution,
                     "module": family.hook_module,
                     "installed": "yes" if installed else "no",
                     "status": state.status if state else "not patched",

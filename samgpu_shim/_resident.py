@@ -102,9 +102,10 @@ class Prompts:
         self._host: List[np.ndarray] = []
         self.nbytes = 0
 
-    def put(self, key: str, tensor: torch.Tensor) -> None:
+    def put(self, key: Any, tensor: torch.Tensor, name: Optional[str] = None) -> None:
+        """Stage one prompt; ``name`` is the argument named in errors (default: from ``key``)."""
         if tensor.device.type == "meta":
-            raise PromptError(f"{_ARG_NAMES[key]} is on the meta device (it holds no data)")
+            raise PromptError(f"{name or _ARG_NAMES[key]} is on the meta device (it holds no data)")
         if tensor.device == self.device:
             self.ready[key] = tensor
         elif tensor.device.type == "cpu":
@@ -143,13 +144,18 @@ class Prompts:
             for key, (offset, size, dtype, shape) in self.layout.items()
         }
 
-    def on_device(self) -> dict:
-        """All four prompts on the device (absent ones as None)."""
-        out = dict.fromkeys(KEYS)
-        out.update(self.ready)
+    def resolve(self) -> dict:
+        """Every staged prompt on the device: one non-blocking upload for the host ones."""
+        out = dict(self.ready)
         host = self.packed()
         if host is not None:
             out.update(self.views(host.to(self.device, non_blocking=True)))
+        return out
+
+    def on_device(self) -> dict:
+        """All four SAM 1 prompts on the device (absent ones as None)."""
+        out = dict.fromkeys(KEYS)
+        out.update(self.resolve())
         return out
 
 

@@ -8,6 +8,7 @@ that ``import samgpu_shim`` imports neither torch nor any SAM package.
 from __future__ import annotations
 
 import inspect
+import sys
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, Optional, Tuple
@@ -270,7 +271,85 @@ EFFICIENTVIT_SAM = _sam1_copy(
     hook_module="efficientsam.models.efficientvit.sam",
 )
 
-FAMILIES: Tuple[Family, ...] = (SAM1, SAM_HQ, MOBILE_SAM, EFFICIENTVIT_SAM)
+
+
+SAM2_MODULE = "sam2.sam2_image_predictor"
+SAM2_PREDICT_PARAMS = SAM1_PREDICT_PARAMS + ("normalize_coords",)
+SAM2_PREDICT_BATCH_PARAMS = (
+    "self",
+    "point_coords_batch",
+    "point_labels_batch",
+    "box_batch",
+    "mask_input_batch",
+    "multimask_output",
+    "return_logits",
+    "normalize_coords",
+)
+# The private method SAM 2's GPU path calls, checked before patching too.
+SAM2_PRIVATE_PREDICT_PARAMS = (
+    "self",
+    "point_coords",
+    "point_labels",
+    "boxes",
+    "mask_input",
+    "multimask_output",
+    "return_logits",
+    "img_idx",
+)
+
+
+def _sam2_check(expected: Tuple[str, ...]) -> Callable[[Any], Optional[str]]:
+    """The public method's parameters, and the private ``_predict`` the GPU path calls."""
+    public = _params_check(expected)
+    private = _params_check(SAM2_PRIVATE_PREDICT_PARAMS)
+
+    def check(original: Any) -> Optional[str]:
+        reason = public(original)
+        if reason is None:
+            cls = getattr(sys.modules.get(SAM2_MODULE), "SAM2ImagePredictor", None)
+            reason = private(getattr(cls, "_predict", None))
+            if reason is not None:
+                reason = f"SAM2ImagePredictor._predict: {reason}"
+        return reason
+
+    return check
+
+
+def _sam2_wrapper(resident_name: str) -> Callable[[Any], Wrapper]:
+    def make(original: Any) -> Wrapper:
+        from . import _sam2
+
+        return predict_wrapper("sam2", getattr(_sam2, resident_name))
+
+    return make
+
+
+# SAM 2 (PyPI sam2): its image predictor's predict and predict_batch. The
+# package's own prompt encoder already embeds points without host waits.
+SAM2 = Family(
+    name="sam2",
+    distribution="sam2",
+    hook_module=SAM2_MODULE,
+    targets=(
+        Target(
+            module=SAM2_MODULE,
+            attribute="SAM2ImagePredictor.predict",
+            make_wrapper=_sam2_wrapper("predict_resident"),
+            check=_sam2_check(SAM2_PREDICT_PARAMS),
+            adds_as_numpy=True,
+        ),
+        Target(
+            module=SAM2_MODULE,
+            attribute="SAM2ImagePredictor.predict_batch",
+            make_wrapper=_sam2_wrapper("predict_batch_resident"),
+            check=_sam2_check(SAM2_PREDICT_BATCH_PARAMS),
+            adds_as_numpy=True,
+        ),
+    ),
+)
+
+
+FAMILIES: Tuple[Family, ...] = (SAM1, SAM_HQ, MOBILE_SAM, EFFICIENTVIT_SAM, SAM2)
 
 
 def fork_family(spec: str) -> Family:

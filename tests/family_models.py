@@ -53,3 +53,10 @@ def efficientvit_sam_l0():
     from efficientsam.sam_model_zoo import create_efficientvit_sam_model
 
     return _seeded(lambda: create_efficientvit_sam_model("efficientvit-sam-l0", pretrained=False))
+
+
+def tiny_sam2():
+    """SAM 2.1 from the package's own builder and configs, a tiny image encoder."""
+    from samgpu_shim._models import build_sam2
+
+    return build_sam2("tiny", seed=0)
