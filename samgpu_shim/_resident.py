@@ -316,3 +316,42 @@ def embed_points_sync_free(
     emb = torch.where(label == 0, emb + encoder.point_embeddings[0].weight, emb)
     emb = torch.where(label == 1, emb + encoder.point_embeddings[1].weight, emb)
     return emb
+
+
+def hq_decoder_forward_sync_free(
+    decoder: Any,
+    image_embeddings: torch.Tensor,
+    image_pe: torch.Tensor,
+    sparse_prompt_embeddings: torch.Tensor,
+    dense_prompt_embeddings: torch.Tensor,
+    multimask_output: bool,
+    hq_token_only: bool,
+    interm_embeddings: Any,
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    """SAM-HQ's ``MaskDecoderHQ.forward`` with its row index made on the device.
+
+    SAM-HQ picks the best of the multimask outputs with a row index built by
+    ``torch.arange`` on the CPU; indexing a CUDA tensor with it uploads the
+    index and makes the host wait. The same gather with the index created on
+    the masks' device reads the very same elements, so results are identical.
+    """
+    vit_features = interm_embeddings[0].permute(0, 3, 1, 2)  # the early ViT block's features
+    hq_features = decoder.embedding_encoder(image_embeddings) + decoder.compress_vit_feat(vit_features)
+    masks, iou_pred = decoder.predict_masks(
+        image_embeddings=image_embeddings,
+        image_pe=image_pe,
+        sparse_prompt_embeddings=sparse_prompt_embeddings,
+        dense_prompt_embeddings=dense_prompt_embeddings,
+        hq_features=hq_features,
+    )
+    hq_token = decoder.num_mask_tokens - 1  # the last token is SAM-HQ's own
+    if multimask_output:
+        iou_pred, best = torch.max(iou_pred[:, 1:hq_token], dim=1)
+        iou_pred = iou_pred.unsqueeze(1)
+        rows = torch.arange(masks.size(0), device=masks.device)
+        masks_sam = masks[:, 1:hq_token][rows, best].unsqueeze(1)
+    else:
+        iou_pred = iou_pred[:, 0:1]
+        masks_sam = masks[:, 0:1]
+    masks_hq = masks[:, hq_token : hq_token + 1]
+    return (masks_hq if hq_token_only else masks_sam + masks_hq), iou_pred

@@ -102,17 +102,30 @@ def _sam1_predict(original: Any) -> Wrapper:
     return predict_wrapper("segment-anything", predict_resident)
 
 
-def _sam1_embed_points(original: Any) -> Wrapper:
-    from ._resident import SYNC_FREE, embed_points_sync_free
+def _inside_gpu_calls(replacement_name: str) -> Callable[[Any], Wrapper]:
+    """A wrapper that runs ``_resident.<replacement_name>`` inside GPU-mode calls only.
 
-    flag = SYNC_FREE.get
+    Everywhere else (numpy mode, rollback, callers of the model itself) the
+    wrapped function runs unchanged.
+    """
 
-    def wrapper(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> Any:
-        if flag():
-            return embed_points_sync_free(instance, *args, **kwargs)
-        return wrapped(*args, **kwargs)
+    def make(original: Any) -> Wrapper:
+        from . import _resident
 
-    return wrapper
+        flag = _resident.SYNC_FREE.get
+        replacement = getattr(_resident, replacement_name)
+
+        def wrapper(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> Any:
+            if flag():
+                return replacement(instance, *args, **kwargs)
+            return wrapped(*args, **kwargs)
+
+        return wrapper
+
+    return make
+
+
+_sam1_embed_points = _inside_gpu_calls("embed_points_sync_free")
 
 
 SAM1_SET_IMAGE_PARAMS = ("self", "image", "image_format")
@@ -213,6 +226,7 @@ def _sam1_copy(
     predictor: Tuple[str, str] = ("predictor", "SamPredictor"),
     encoder_module: str = "modeling.prompt_encoder",
     hook_module: Optional[str] = None,
+    extra: Tuple[Target, ...] = (),
 ) -> Family:
     """A package that ships its own copy of SAM 1's predictor and prompt encoder.
 
@@ -246,16 +260,36 @@ def _sam1_copy(
                 make_wrapper=_sam1_embed_points,
                 check=_params_check(SAM1_EMBED_POINTS_PARAMS),
             ),
+            *extra,
         ),
     )
 
 
+SAM_HQ_DECODER_PARAMS = (
+    "self",
+    "image_embeddings",
+    "image_pe",
+    "sparse_prompt_embeddings",
+    "dense_prompt_embeddings",
+    "multimask_output",
+    "hq_token_only",
+    "interm_embeddings",
+)
 SAM_HQ = _sam1_copy(
     "segment-anything-hq",
     "segment-anything-hq",
     "segment_anything_hq",
     SAM1_PREDICT_PARAMS + ("hq_token_only",),
     "predict_resident_hq",
+    # Its decoder's multimask pick indexes with a CPU tensor: one sync, removed.
+    extra=(
+        Target(
+            module="segment_anything_hq.modeling.mask_decoder_hq",
+            attribute="MaskDecoderHQ.forward",
+            make_wrapper=_inside_gpu_calls("hq_decoder_forward_sync_free"),
+            check=_params_check(SAM_HQ_DECODER_PARAMS),
+        ),
+    ),
 )
 MOBILE_SAM = _sam1_copy("mobile-sam", "mobilesam-mirror", "mobile_sam", SAM1_PREDICT_PARAMS, "predict_resident")
 # EfficientViT-SAM (PyPI efficientsam): its own predictor class, which is its

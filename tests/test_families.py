@@ -105,6 +105,10 @@ def test_unpatch_restores_every_family(fork):
     try:
         assert module.cls.__dict__["predict"] is original
         assert not hasattr(module.encoder.__dict__["_embed_points"], "__wrapped__")
+        if name == "segment-anything-hq":
+            from segment_anything_hq.modeling.mask_decoder_hq import MaskDecoderHQ
+
+            assert not hasattr(MaskDecoderHQ.__dict__["forward"], "__wrapped__")
     finally:
         samgpu_shim.patch()
     assert samgpu_shim.is_patched(name)

@@ -41,18 +41,13 @@ def test_fork_sync_free_on_gpu(package, mix):
     p.set_image(synthetic_image(1080, 1920, seed=1))
     args, kwargs = PROMPT_MIXES[mix]
     p.predict(*args, **kwargs)
-    # SAM-HQ's own mask decoder picks the best multimask output with a CPU
-    # index (torch.arange without a device): one sync there that the shim
-    # leaves alone (docs/families.rst). Everything else must be sync-free.
-    left_in_fork = 1 if package == "segment_anything_hq" and kwargs.get("multimask_output", True) else 0
-    if left_in_fork:
+    # SAM-HQ's decoder picks the best multimask output with a CPU row index
+    # (one sync upstream); the shim's copy of that step makes it on the device.
+    with forbid_syncs():
         got = p.predict(*args, **kwargs)
-    else:
-        with forbid_syncs():
-            got = p.predict(*args, **kwargs)
     original = samgpu_shim.get_original(cls, "predict")
     upstream_syncs, expected = count_cuda_syncs(lambda: original(p, *args, **kwargs))
     shim_syncs, _ = count_cuda_syncs(lambda: p.predict(*args, **kwargs))
     print(f"{package} {mix}: upstream {upstream_syncs} syncs, shim {shim_syncs}")
-    assert shim_syncs == left_in_fork and upstream_syncs > shim_syncs
+    assert shim_syncs == 0 and upstream_syncs > 0
     assert_equal_to_upstream(expected, got, p.device)
