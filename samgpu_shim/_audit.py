@@ -1,7 +1,8 @@
 """``samgpu-shim audit``: find code that still needs numpy from ``predict``.
 
 A static scan of Python files and notebooks. It finds calls of a SAM
-predictor's ``predict`` made without ``as_numpy=True``, follows their results
+predictor's ``predict`` (or SAM 2's ``predict_batch``) made without
+``as_numpy=True``, follows their results
 through plain assignments, subscripts, attribute and method chains and for
 loops within the same function (or module level), and reports every use that
 needs a numpy array: numpy functions, OpenCV, PIL, matplotlib, JSON without
@@ -23,7 +24,23 @@ from dataclasses import asdict, dataclass
 from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Set, Tuple
 
 _METADATA = ("shape", "ndim", "dtype", "device", "size")
-SAM_KEYWORDS = {"point_coords", "point_labels", "box", "mask_input", "multimask_output", "return_logits"}
+SAM_KEYWORDS = {
+    "point_coords",
+    "point_labels",
+    "box",
+    "mask_input",
+    "multimask_output",
+    "return_logits",
+    # SAM 2's predict and predict_batch
+    "normalize_coords",
+    "point_coords_batch",
+    "point_labels_batch",
+    "box_batch",
+    "mask_input_batch",
+}
+# SAM 2's predict_batch returns lists of results: subscripts and for loops
+# carry the taint into each image's arrays.
+PREDICT_METHODS = ("predict", "predict_batch")
 
 # module (as imported) -> (operation label, why it breaks, fix)
 LIBRARIES: Dict[str, Tuple[str, str]] = {
@@ -83,7 +100,7 @@ def _receiver_name(node: ast.AST) -> str:
 
 def _is_sam_predict(call: ast.Call) -> bool:
     func = call.func
-    if not (isinstance(func, ast.Attribute) and func.attr == "predict"):
+    if not (isinstance(func, ast.Attribute) and func.attr in PREDICT_METHODS):
         return False
     for kw in call.keywords:
         if kw.arg == "as_numpy" and isinstance(kw.value, ast.Constant) and kw.value.value is True:

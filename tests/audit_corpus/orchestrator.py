@@ -69,3 +69,17 @@ def not_sam(model, features):
     # A scikit-learn style predict: not a SAM predictor, not reported.
     labels = model.predict(features)
     return np.bincount(labels)
+
+
+def sam2_batch(image_predictor, frames_points, frames_labels):
+    all_masks, all_scores, _ = image_predictor.predict_batch(frames_points, frames_labels)
+    for masks, scores in zip(all_masks, all_scores):
+        keep = np.argmax(scores)  # expect: np.argmax()
+        cv2.imwrite("m.png", masks[keep])  # expect: cv2.imwrite()
+    first = all_masks[0]
+    return first.shape, np.count_nonzero(first)  # expect: np.count_nonzero()
+
+
+def sam2_point(model, pts, lbls):
+    masks, _, _ = model.predict(pts, lbls, normalize_coords=False)
+    return masks.astype(bool)  # expect: .astype()
