@@ -292,6 +292,11 @@ SAM_HQ = _sam1_copy(
     ),
 )
 MOBILE_SAM = _sam1_copy("mobile-sam", "mobilesam-mirror", "mobile_sam", SAM1_PREDICT_PARAMS, "predict_resident")
+# mobilesam-lite ships the same MobileSAM code under mobilesam_lite.mobile_sam.
+# (Its mobilesamv2 subpackage does not import in 0.1.2: docs/families.rst.)
+MOBILESAM_LITE = _sam1_copy(
+    "mobilesam-lite", "mobilesam-lite", "mobilesam_lite.mobile_sam", SAM1_PREDICT_PARAMS, "predict_resident"
+)
 # EfficientViT-SAM (PyPI efficientsam): its own predictor class, which is its
 # own transform, over a copy of SAM 1's prompt encoder and decoder.
 EFFICIENTVIT_SAM = _sam1_copy(
@@ -383,7 +388,7 @@ SAM2 = Family(
 )
 
 
-FAMILIES: Tuple[Family, ...] = (SAM1, SAM_HQ, MOBILE_SAM, EFFICIENTVIT_SAM, SAM2)
+FAMILIES: Tuple[Family, ...] = (SAM1, SAM_HQ, MOBILE_SAM, MOBILESAM_LITE, EFFICIENTVIT_SAM, SAM2)
 
 
 def fork_family(spec: str) -> Family:

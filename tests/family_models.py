@@ -48,6 +48,13 @@ def mobile_sam_vit_t():
     return _seeded(build_sam_vit_t)
 
 
+def mobilesam_lite_vit_t():
+    """The same TinyViT MobileSAM, from mobilesam-lite's copy of the package."""
+    from mobilesam_lite.mobile_sam.build_sam import build_sam_vit_t
+
+    return _seeded(build_sam_vit_t)
+
+
 def efficientvit_sam_l0():
     """EfficientViT-SAM L0, the package's own builder, random weights (about 35M parameters)."""
     from efficientsam.sam_model_zoo import create_efficientvit_sam_model

@@ -1,4 +1,4 @@
-"""The SAM 1 forks behind the same import: SAM-HQ and MobileSAM.
+"""The SAM 1 forks behind the same import: SAM-HQ, MobileSAM (two packages), EfficientViT-SAM.
 
 Each runs only where its package is installed; otherwise it is skipped with
 the reason. Values come from each fork's own predictor, unpatched.
@@ -24,6 +24,12 @@ FORKS = {
         "segment_anything_hq", "SamPredictor", "segment_anything_hq.modeling.prompt_encoder", "tiny_sam_hq"
     ),
     "mobile-sam": ("mobile_sam", "SamPredictor", "mobile_sam.modeling.prompt_encoder", "mobile_sam_vit_t"),
+    "mobilesam-lite": (
+        "mobilesam_lite.mobile_sam",
+        "SamPredictor",
+        "mobilesam_lite.mobile_sam.modeling.prompt_encoder",
+        "mobilesam_lite_vit_t",
+    ),
     "efficientvit-sam": (
         "efficientsam.models.efficientvit.sam",
         "EfficientViTSamPredictor",

@@ -24,6 +24,7 @@ pytestmark = [
 FORKS = {
     "segment_anything_hq": ("segment_anything_hq", "SamPredictor", "tiny_sam_hq"),
     "mobile_sam": ("mobile_sam", "SamPredictor", "mobile_sam_vit_t"),
+    "mobilesam_lite": ("mobilesam_lite.mobile_sam", "SamPredictor", "mobilesam_lite_vit_t"),
     "efficientsam": ("efficientsam.models.efficientvit.sam", "EfficientViTSamPredictor", "efficientvit_sam_l0"),
 }
 
