@@ -156,9 +156,12 @@ def test_unsupported_upstream_is_left_untouched(tmp_path):
 
 
 def test_missing_sam_warns_and_imports():
+    from samgpu_shim._targets import FAMILIES
+
+    packages = sorted({family.hook_module.split(".")[0] for family in FAMILIES})
     proc = run_python(
         "import sys\n"
-        "for name in ('segment_anything', 'segment_anything_hq', 'mobile_sam', 'efficientsam', 'sam2', 'mobilesam_lite'):\n"
+        f"for name in {packages!r}:\n"
         "    sys.modules[name] = None\n"
         "import samgpu_shim\nprint('imported', samgpu_shim.is_patched())"
     )
