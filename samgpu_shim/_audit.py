@@ -23,21 +23,11 @@ import sys
 from dataclasses import asdict, dataclass
 from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Set, Tuple
 
+from ._targets import SAM2_PREDICT_BATCH_PARAMS, SAM2_PREDICT_PARAMS
+
 _METADATA = ("shape", "ndim", "dtype", "device", "size")
-SAM_KEYWORDS = {
-    "point_coords",
-    "point_labels",
-    "box",
-    "mask_input",
-    "multimask_output",
-    "return_logits",
-    # SAM 2's predict and predict_batch
-    "normalize_coords",
-    "point_coords_batch",
-    "point_labels_batch",
-    "box_batch",
-    "mask_input_batch",
-}
+# The keywords of every supported predict and SAM 2's predict_batch.
+SAM_KEYWORDS = set(SAM2_PREDICT_PARAMS + SAM2_PREDICT_BATCH_PARAMS) - {"self"}
 # SAM 2's predict_batch returns lists of results: subscripts and for loops
 # carry the taint into each image's arrays.
 PREDICT_METHODS = ("predict", "predict_batch")

@@ -369,21 +369,18 @@ SAM2 = Family(
     name="sam2",
     distribution="sam2",
     hook_module=SAM2_MODULE,
-    targets=(
+    targets=tuple(
         Target(
             module=SAM2_MODULE,
-            attribute="SAM2ImagePredictor.predict",
-            make_wrapper=_sam2_wrapper("predict_resident"),
-            check=_sam2_check(SAM2_PREDICT_PARAMS),
+            attribute=f"SAM2ImagePredictor.{method}",
+            make_wrapper=_sam2_wrapper(resident),
+            check=_sam2_check(params),
             adds_as_numpy=True,
-        ),
-        Target(
-            module=SAM2_MODULE,
-            attribute="SAM2ImagePredictor.predict_batch",
-            make_wrapper=_sam2_wrapper("predict_batch_resident"),
-            check=_sam2_check(SAM2_PREDICT_BATCH_PARAMS),
-            adds_as_numpy=True,
-        ),
+        )
+        for method, resident, params in (
+            ("predict", "predict_resident", SAM2_PREDICT_PARAMS),
+            ("predict_batch", "predict_batch_resident", SAM2_PREDICT_BATCH_PARAMS),
+        )
     ),
 )
 
