@@ -113,6 +113,16 @@ def test_tensor_prompts(predictor):
     assert all(torch.equal(before[k], as_tensors[k]) for k in before)  # inputs untouched
 
 
+def test_inside_inference_mode_and_autocast(predictor):
+    # SAM 2's own README runs the predictor this way (bfloat16 autocast).
+    _, kwargs = PROMPT_MIXES["points_and_box"]
+    with torch.inference_mode(), torch.autocast(predictor.device.type, dtype=torch.bfloat16):
+        expected = upstream("predict", predictor, **kwargs)
+        got = predictor.predict(**kwargs)
+    assert all(t.dtype == torch.float32 for t in got)
+    assert_equal_to_upstream(expected, got, predictor.device)
+
+
 def test_predict_batch_equals_upstream(batch_predictor):
     kwargs = dict(
         point_coords_batch=[PC, np.array([[20.0, 30.0]])],

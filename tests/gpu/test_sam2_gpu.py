@@ -78,3 +78,16 @@ def test_sam2_predict_batch_sync_free():
         assert_equal_to_upstream(
             tuple(part[image] for part in expected), tuple(part[image] for part in got), p.device
         )
+
+
+def test_sam2_bfloat16_autocast_as_in_its_readme(predictor):
+    name, p = predictor
+    kwargs = dict(point_coords=PC, point_labels=PL, box=BOX)
+    original = samgpu_shim.get_original(SAM2ImagePredictor, "predict")
+    with torch.inference_mode(), torch.autocast("cuda", dtype=torch.bfloat16):
+        expected = original(p, **kwargs)
+        p.predict(**kwargs)
+        with forbid_syncs():
+            got = p.predict(**kwargs)
+    assert all(t.dtype == torch.float32 for t in got)
+    assert_equal_to_upstream(expected, got, p.device)
