@@ -54,14 +54,23 @@ class _Fork:
         self.predictor = self.cls(getattr(family_models, builder)())
 
 
-@pytest.fixture(scope="module", params=sorted(FORKS))
-def fork(request):
-    top = FORKS[request.param][0].split(".")[0]
+def _fork_with_image(name):
+    top = FORKS[name][0].split(".")[0]
     if importlib.util.find_spec(top) is None:
         pytest.skip(f"{top} is not installed")
-    handle = _Fork(request.param)
+    handle = _Fork(name)
     handle.predictor.set_image(synthetic_image(120, 160, seed=7))
-    return request.param, handle, handle.predictor
+    return name, handle, handle.predictor
+
+
+@pytest.fixture(scope="module", params=sorted(FORKS))
+def fork(request):
+    return _fork_with_image(request.param)
+
+
+@pytest.fixture(scope="module")
+def sam_hq():
+    return _fork_with_image("segment-anything-hq")
 
 
 def _upstream(module, predictor, *args, **kwargs):
@@ -87,12 +96,9 @@ def test_fork_status(fork):
     assert row["installed"] == "yes" and row["status"] == "patched"
 
 
-@_needs("segment_anything_hq")
 @pytest.mark.parametrize("hq_token_only", [False, True])
-def test_sam_hq_token_only(fork, hq_token_only):
-    name, module, predictor = fork
-    if name != "segment-anything-hq":
-        pytest.skip("SAM-HQ only")
+def test_sam_hq_token_only(sam_hq, hq_token_only):
+    name, module, predictor = sam_hq
     args, kwargs = PROMPT_MIXES["points_and_box"]
     expected = _upstream(module, predictor, *args, **kwargs, hq_token_only=hq_token_only)
     assert_equal_to_upstream(expected, predictor.predict(*args, **kwargs, hq_token_only=hq_token_only),
@@ -139,10 +145,8 @@ print(type(p.predict(np.array([[5, 5]]), np.array([1]))[0]).__name__)
     assert run_python(swapped).stdout.split()[-1] == "Tensor"
 
 
-def test_graph_mode_is_not_used_for_sam_hq(fork):
-    name, module, predictor = fork
-    if name != "segment-anything-hq":
-        pytest.skip("SAM-HQ only")
+def test_graph_mode_is_not_used_for_sam_hq(sam_hq):
+    name, module, predictor = sam_hq
     from samgpu_shim import _resident
 
     calls = []
