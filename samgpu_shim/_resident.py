@@ -74,6 +74,13 @@ def _as_array(name: str, value: Any) -> np.ndarray:
         raise PromptError(f"{name} could not be read as an array: {exc}") from exc
 
 
+def prompt_tensor(name: str, value: Any, dtype: torch.dtype) -> torch.Tensor:
+    """A prompt as a tensor of ``dtype``: tensors stay on their device, the rest is read as an array."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().to(dtype)
+    return torch.as_tensor(_as_array(name, value), dtype=dtype)
+
+
 KEYS = ("coords", "labels", "box", "mask")
 _ARG_NAMES = {"coords": "point_coords", "labels": "point_labels", "box": "box", "mask": "mask_input"}
 
@@ -209,10 +216,7 @@ def predict_resident(
             raise PromptError("point_labels must be supplied if point_coords is supplied.")
         coords = _points_tensor(predictor, point_coords)
         _check_shape("point_coords", coords.shape, coords.dim() == 2 and coords.shape[-1] == 2, "(N, 2)")
-        if isinstance(point_labels, torch.Tensor):
-            labels = point_labels.detach().to(torch.int)
-        else:
-            labels = torch.as_tensor(_as_array("point_labels", point_labels), dtype=torch.int)
+        labels = prompt_tensor("point_labels", point_labels, torch.int)
         _check_shape(
             "point_labels",
             labels.shape,
@@ -224,10 +228,7 @@ def predict_resident(
     if box is not None:
         prompts.put("box", _box_tensor(predictor, box))
     if mask_input is not None:
-        if isinstance(mask_input, torch.Tensor):
-            mask_t = mask_input.detach().to(torch.float)
-        else:
-            mask_t = torch.as_tensor(_as_array("mask_input", mask_input), dtype=torch.float)
+        mask_t = prompt_tensor("mask_input", mask_input, torch.float)
         size = tuple(predictor.model.prompt_encoder.mask_input_size)
         _check_shape(
             "mask_input", mask_t.shape, tuple(mask_t.shape) == (1, *size), str((1, *size))

@@ -21,20 +21,13 @@ from typing import Any, List, Optional, Sequence, Tuple
 
 import torch
 
-from ._resident import PromptError, Prompts, _as_array, _check_shape
+from ._resident import PromptError, Prompts, _check_shape, prompt_tensor
 
 _NOT_SET = "An image must be set with .set_image(...) before mask prediction."
 _NOT_SET_BATCH = "An image must be set with .set_image_batch(...) before mask prediction."
 _NOT_BATCH = "This function should only be used when in batched mode"
 
 Results = Tuple[torch.Tensor, torch.Tensor, torch.Tensor]
-
-
-def _tensor(name: str, value: Any, dtype: torch.dtype) -> torch.Tensor:
-    """A prompt as a tensor of ``dtype``; tensors stay on their device."""
-    if isinstance(value, torch.Tensor):
-        return value.detach().to(dtype)
-    return torch.as_tensor(_as_array(name, value), dtype=dtype)
 
 
 class _Names:
@@ -68,14 +61,14 @@ def _stage(
             raise PromptError(
                 f"{name('point_labels')} must be supplied if {name('point_coords')} is supplied."
             )
-        coords = _tensor(name("point_coords"), point_coords, torch.float)
+        coords = prompt_tensor(name("point_coords"), point_coords, torch.float)
         _check_shape(
             name("point_coords"),
             coords.shape,
             coords.dim() in (2, 3) and coords.shape[-1] == 2,
             "(N, 2) or (B, N, 2)",
         )
-        labels = _tensor(name("point_labels"), point_labels, torch.int)
+        labels = prompt_tensor(name("point_labels"), point_labels, torch.int)
         _check_shape(
             name("point_labels"),
             labels.shape,
@@ -86,7 +79,7 @@ def _stage(
         prompts.put((image, "coords"), coords, name("point_coords"))
         prompts.put((image, "labels"), labels, name("point_labels"))
     if box is not None:
-        boxes = _tensor(name("box"), box, torch.float)
+        boxes = prompt_tensor(name("box"), box, torch.float)
         count = boxes.numel() // 4
         _check_shape(
             name("box"),
@@ -104,7 +97,7 @@ def _stage(
         corner_labels = torch.tensor([[2, 3]], dtype=torch.int).repeat(count, 1)
         prompts.put((image, "corner_labels"), corner_labels, name("box"))
     if mask_input is not None:
-        mask = _tensor(name("mask_input"), mask_input, torch.float)
+        mask = prompt_tensor(name("mask_input"), mask_input, torch.float)
         size = tuple(predictor.model.sam_prompt_encoder.mask_input_size)
         _check_shape(
             name("mask_input"),
