@@ -7,6 +7,7 @@ that ``import samgpu_shim`` imports neither torch nor any SAM package.
 
 from __future__ import annotations
 
+import importlib
 import inspect
 import sys
 import time
@@ -96,10 +97,18 @@ def predict_wrapper(family: str, resident: Callable[..., Any]) -> Wrapper:
     return wrapper
 
 
-def _sam1_predict(original: Any) -> Wrapper:
-    from ._resident import predict_resident
+def resident_predict(family: str, function: str, module: str = "_resident") -> Callable[[Any], Wrapper]:
+    """``make_wrapper`` for a ``predict``: ``predict_wrapper`` over ``samgpu_shim.<module>.<function>``.
 
-    return predict_wrapper("segment-anything", predict_resident)
+    The GPU path's module (which imports torch) is imported only when the
+    family's own import fires the hook.
+    """
+
+    def make(original: Any) -> Wrapper:
+        resident = getattr(importlib.import_module(f".{module}", __package__), function)
+        return predict_wrapper(family, resident)
+
+    return make
 
 
 def _inside_gpu_calls(replacement_name: str) -> Callable[[Any], Wrapper]:
@@ -186,7 +195,7 @@ SAM1 = Family(
         Target(
             module="segment_anything.predictor",
             attribute="SamPredictor.predict",
-            make_wrapper=_sam1_predict,
+            make_wrapper=resident_predict("segment-anything", "predict_resident"),
             check=_params_check(SAM1_PREDICT_PARAMS),
             adds_as_numpy=True,
         ),
@@ -236,11 +245,6 @@ def _sam1_copy(
     predictor's module when the package does not import it itself).
     """
 
-    def make_predict(original: Any) -> Wrapper:
-        from . import _resident
-
-        return predict_wrapper(name, getattr(_resident, resident_name))
-
     predictor_module, predictor_class = predictor
     return Family(
         name=name,
@@ -250,7 +254,7 @@ def _sam1_copy(
             Target(
                 module=f"{package}.{predictor_module}",
                 attribute=f"{predictor_class}.predict",
-                make_wrapper=make_predict,
+                make_wrapper=resident_predict(name, resident_name),
                 check=_params_check(predict_params),
                 adds_as_numpy=True,
             ),
@@ -311,7 +315,6 @@ EFFICIENTVIT_SAM = _sam1_copy(
 )
 
 
-
 SAM2_MODULE = "sam2.sam2_image_predictor"
 SAM2_PREDICT_PARAMS = SAM1_PREDICT_PARAMS + ("normalize_coords",)
 SAM2_PREDICT_BATCH_PARAMS = (
@@ -354,15 +357,6 @@ def _sam2_check(expected: Tuple[str, ...]) -> Callable[[Any], Optional[str]]:
     return check
 
 
-def _sam2_wrapper(resident_name: str) -> Callable[[Any], Wrapper]:
-    def make(original: Any) -> Wrapper:
-        from . import _sam2
-
-        return predict_wrapper("sam2", getattr(_sam2, resident_name))
-
-    return make
-
-
 # SAM 2 (PyPI sam2): its image predictor's predict and predict_batch. The
 # package's own prompt encoder already embeds points without host waits.
 SAM2 = Family(
@@ -373,7 +367,7 @@ SAM2 = Family(
         Target(
             module=SAM2_MODULE,
             attribute=f"SAM2ImagePredictor.{method}",
-            make_wrapper=_sam2_wrapper(resident),
+            make_wrapper=resident_predict("sam2", resident, "_sam2"),
             check=_sam2_check(params),
             adds_as_numpy=True,
         )
@@ -405,15 +399,9 @@ def fork_family(spec: str) -> Family:
             Target(
                 module=module,
                 attribute=f"{cls}.predict",
-                make_wrapper=lambda original: predict_wrapper(spec, _resident_predict()),
+                make_wrapper=resident_predict(spec, "predict_resident"),
                 check=_params_check(SAM1_PREDICT_PARAMS),
                 adds_as_numpy=True,
             ),
         ),
     )
-
-
-def _resident_predict() -> Callable[..., Any]:
-    from ._resident import predict_resident
-
-    return predict_resident
