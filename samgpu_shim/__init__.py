@@ -13,9 +13,11 @@ from ._config import (
     ENV_AS_NUMPY_MODULES,
     ENV_CUDA_GRAPHS,
     ENV_DISABLE,
+    ENV_ENCODER_PRECISION,
     ENV_KPI_DEVICE_TIME,
     ENV_KPI_FILE,
     ENV_KPI_SAMPLE,
+    ENV_STRICT,
     configure,
 )
 from ._convert import json_default, to_numpy
@@ -30,9 +32,11 @@ __all__ = [
     "ENV_AS_NUMPY_MODULES",
     "ENV_CUDA_GRAPHS",
     "ENV_DISABLE",
+    "ENV_ENCODER_PRECISION",
     "ENV_KPI_DEVICE_TIME",
     "ENV_KPI_FILE",
     "ENV_KPI_SAMPLE",
+    "ENV_STRICT",
     "EVENT_PREDICT",
     "KPI_LOGGER_NAME",
     "clear_graphs",

@@ -135,6 +135,13 @@ def build_parser() -> argparse.ArgumentParser:
     audit = sub.add_parser("audit", help="find code that still needs numpy results from predict")
     audit.add_argument("paths", nargs="+", help=".py files, .ipynb notebooks or folders")
     audit.add_argument("--json", action="store_true", help="print the findings as JSON")
+    audit.add_argument(
+        "--fix",
+        action="store_true",
+        help="add as_numpy=True to every predict call whose results reach numpy code, then audit again "
+        "(needs libcst: the migrate extra)",
+    )
+    audit.add_argument("--diff", action="store_true", help="with or without --fix: print the change, write nothing")
     sub.add_parser("doctor", help="configuration, patch state and versions")
     return parser
 
@@ -148,7 +155,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args.command == "audit":
         from samgpu_shim import _audit
 
-        return _audit.main(args.paths, as_json=args.json)
+        return _audit.main(args.paths, as_json=args.json, fix=args.fix, diff=args.diff)
     return _bench(args)
 
 

@@ -54,6 +54,12 @@ ENV_ENCODER_PRECISION = "SAMGPU_ENCODER_PRECISION"
 or ``bf16`` (autocast; the embedding is cast back to float32). Off in
 rollback. An unknown value logs a warning and keeps fp32."""
 
+ENV_STRICT = "SAMGPU_STRICT"
+"""Strict mode, for CPU test runs (flag). GPU-mode results on a CPU device
+refuse every implicit conversion to numpy (``np.asarray``, ``np.argmax``,
+``plt.imshow``, ``ndarray[tensor]``, ``tensor * ndarray``...) the way CUDA
+tensors do, so a CPU CI run fails where production on a GPU would."""
+
 PRECISIONS = ("fp32", "tf32", "bf16")
 
 DEFAULT_GRAPH_CACHE_SIZE = 8
@@ -126,6 +132,7 @@ class Settings:
     kpi_sample_every: int = 1
     kpi_device_time: bool = False
     encoder_precision: str = "fp32"
+    strict: bool = False
 
     @classmethod
     def from_env(cls, environ: Optional[Mapping[str, str]] = None) -> Settings:
@@ -141,6 +148,7 @@ class Settings:
             kpi_sample_every=_parse_sample(env.get(ENV_KPI_SAMPLE)),
             kpi_device_time=_parse_flag(ENV_KPI_DEVICE_TIME, env.get(ENV_KPI_DEVICE_TIME)),
             encoder_precision=_parse_precision(env.get(ENV_ENCODER_PRECISION)),
+            strict=_parse_flag(ENV_STRICT, env.get(ENV_STRICT)),
         )
 
 
@@ -161,6 +169,7 @@ _runtime_modules: Optional[Tuple[str, ...]] = None
 _runtime_sample_every: Optional[int] = None
 _runtime_device_time: Optional[bool] = None
 _runtime_precision: Optional[str] = None
+_runtime_strict: Optional[bool] = None
 # module name -> whether a rollback pattern matches it; rebuilt when rules change
 _module_cache: Dict[str, bool] = {}
 _graph_cache_size: int = DEFAULT_GRAPH_CACHE_SIZE
@@ -190,6 +199,7 @@ def configure(
     kpi_sample: float | None | _Unset = UNSET,
     kpi_device_time: bool | None | _Unset = UNSET,
     encoder_precision: str | None | _Unset = UNSET,
+    strict: bool | None | _Unset = UNSET,
 ) -> None:
     """Change defaults at run time; arguments left out are not touched.
 
@@ -203,15 +213,21 @@ def configure(
     glob patterns whose calls default to numpy), ``kpi_sample`` the KPI
     sampling rate in (0, 1] and ``kpi_device_time`` the device timing switch;
     ``encoder_precision`` (``"fp32"``, ``"tf32"``, ``"bf16"``) replaces
-    ``SAMGPU_ENCODER_PRECISION``. ``None`` gives each back to the environment.
+    ``SAMGPU_ENCODER_PRECISION``; ``strict`` turns strict mode on or off
+    (``SAMGPU_STRICT``). ``None`` gives each back to the environment.
     """
     global _runtime_as_numpy, _runtime_cuda_graphs, _graph_cache_size
-    global _runtime_modules, _runtime_sample_every, _runtime_device_time, _runtime_precision
+    global _runtime_modules, _runtime_sample_every, _runtime_device_time, _runtime_precision, _runtime_strict
     if encoder_precision is not UNSET and encoder_precision is not None and encoder_precision not in PRECISIONS:
         raise ValueError(
             f"configure(encoder_precision=...) must be one of {PRECISIONS} or None, got {encoder_precision!r}"
         )
-    for name, value in (("as_numpy", as_numpy), ("cuda_graphs", cuda_graphs), ("kpi_device_time", kpi_device_time)):
+    for name, value in (
+        ("as_numpy", as_numpy),
+        ("cuda_graphs", cuda_graphs),
+        ("kpi_device_time", kpi_device_time),
+        ("strict", strict),
+    ):
         if value is not UNSET and value is not None and not isinstance(value, bool):
             raise TypeError(f"configure({name}=...) must be a bool or None, got {type(value).__name__}")
     if graph_cache_size is not UNSET:
@@ -235,6 +251,8 @@ def configure(
             _runtime_device_time = kpi_device_time  # type: ignore[assignment]
         if encoder_precision is not UNSET:
             _runtime_precision = encoder_precision  # type: ignore[assignment]
+        if strict is not UNSET:
+            _runtime_strict = strict  # type: ignore[assignment]
         if as_numpy is not UNSET:
             _runtime_as_numpy = as_numpy  # type: ignore[assignment]
         if cuda_graphs is not UNSET:
@@ -289,6 +307,12 @@ def kpi_sample_every() -> int:
 def encoder_precision() -> str:
     runtime = _runtime_precision
     return _env.encoder_precision if runtime is None else runtime
+
+
+def strict() -> bool:
+    """Whether strict mode is on: runtime override, else the environment."""
+    runtime = _runtime_strict
+    return _env.strict if runtime is None else runtime
 
 
 def kpi_device_time() -> bool:

@@ -72,6 +72,7 @@ def predict_wrapper(family: str, resident: Callable[..., Any]) -> Wrapper:
     from . import _stats
 
     resolve = _config.resolve_as_numpy
+    strict = _config.strict
     emit = _kpi.emit_predict
     clock = time.perf_counter
     site_of = _stats.call_site
@@ -87,6 +88,10 @@ def predict_wrapper(family: str, resident: Callable[..., Any]) -> Wrapper:
             out = wrapped(*args, **kwargs)
         else:
             out = resident(instance, *args, **kwargs)
+            if strict():
+                from ._strict import make_strict
+
+                out = make_strict(out, site)
         host_ms = (clock() - started) * 1e3
         if timer is not None:
             timer.stop(site)

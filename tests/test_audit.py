@@ -1,85 +1,235 @@
-"""``samgpu-shim audit`` against a corpus of client code with expected findings."""
+"""``samgpu-shim audit`` against a labelled corpus of client code, and unit cases."""
 
 from __future__ import annotations
 
 import json
-import re
+import shutil
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
-from samgpu_shim._audit import audit_path, audit_source
+import pytest
+
+from samgpu_shim._audit import ANY, CUDA, SILENT, audit_path, audit_source, scan
+
+from audit_labels import expected
 
 CORPUS = Path(__file__).parent / "audit_corpus"
-EXPECT = re.compile(r"expect: (.+?)(\\n|\"|$)")
 
 
-def _expected_py(path: Path):
-    out = set()
-    for number, line in enumerate(path.read_text().splitlines(), start=1):
-        match = re.search(r"# expect: (.+)$", line)
-        if match:
-            out.add((number, match.group(1).strip()))
-    return out
+def _found(root: Path):
+    project, errors = scan([str(root)])
+    assert errors == []
+    return {(f.path, f.cell, f.line, f.operation) for f in project.findings.values()}
 
 
-def test_python_corpus_findings_exact():
-    path = CORPUS / "orchestrator.py"
-    found = {(f.line, f.operation) for f in audit_path(str(path))}
-    assert found == _expected_py(path)
+def test_corpus_exact_recall_and_precision():
+    want = expected(CORPUS)
+    got = _found(CORPUS)
+    assert len(want) >= 60
+    missed, extra = want - got, got - want
+    recall = len(want & got) / len(want)
+    print(f"audit corpus: recall {len(want & got)}/{len(want)} = {recall:.3f}, false alarms {len(extra)}")
+    assert not missed, f"missed: {sorted(missed, key=str)}"
+    assert not extra, f"false alarms: {sorted(extra, key=str)}"
 
 
-def test_notebook_findings_with_cells():
-    path = CORPUS / "notebook.ipynb"
-    nb = json.loads(path.read_text())
-    expected = set()
-    cell_no = 0
-    for cell in nb["cells"]:
-        if cell["cell_type"] != "code":
-            continue
-        cell_no += 1
-        for number, line in enumerate("".join(cell["source"]).splitlines(), start=1):
-            match = re.search(r"# expect: (.+)$", line)
-            if match:
-                expected.add((cell_no, number, match.group(1).strip()))
-    found = {(f.cell, f.line, f.operation) for f in audit_path(str(path))}
-    assert found == expected
+def test_notebook_findings_name_cells():
+    findings = audit_path(str(CORPUS / "notebook.ipynb"))
+    assert {(f.cell, f.line, f.operation) for f in findings} == {(3, 2, "plt.imshow()"), (3, 3, "np.save()")}
 
 
-def test_findings_explain_and_fix():
+def test_findings_explain_effect_fix_and_source():
     findings = audit_path(str(CORPUS / "orchestrator.py"))
     astype = next(f for f in findings if f.operation == ".astype()")
-    assert "AttributeError" in astype.why and "torch.uint8" in astype.fix
+    assert astype.effect == ANY and "AttributeError" in astype.why and "torch.uint8" in astype.fix
+    assert astype.sources == [f"{CORPUS / 'orchestrator.py'}:18:28"]
+    argmax = next(f for f in findings if f.operation == "np.argmax()")
+    assert argmax.effect == CUDA
+    assert "raises on a CUDA tensor" in argmax.format()
+    nonzero = next(f for f in findings if f.operation == "np.nonzero()")
+    assert nonzero.effect == SILENT
     text = astype.format()
-    assert text.startswith(f"{CORPUS / 'orchestrator.py'}:{astype.line}: .astype()")
+    assert text.startswith(f"{CORPUS / 'orchestrator.py'}:{astype.line}: .astype() (raises on any tensor)")
 
 
-def test_taint_is_per_function_and_reassignment_clears_it():
-    source = (
-        "import numpy as np\n"
-        "def a(predictor):\n"
-        "    masks, s, l = predictor.predict(box=b)\n"
-        "    masks = np.zeros(3)\n"
-        "    return np.sum(masks)\n"
-        "def b(masks):\n"
-        "    return np.sum(masks)\n"
-    )
-    assert audit_source(source) == []
+def _ops(source: str):
+    return [(f.line, f.operation) for f in audit_source(textwrap.dedent(source))]
+
+
+def test_taint_is_per_function_and_rebinding_everywhere_clears_it():
+    assert _ops(
+        """
+        import numpy as np
+        def a(predictor, b):
+            masks, s, l = predictor.predict(box=b)
+            masks = np.zeros(3)
+            return np.sum(masks)
+        def b(masks):
+            return np.sum(masks)
+        """
+    ) == []
+
+
+def test_receivers_are_whole_words_or_known_types():
+    assert _ops(
+        """
+        import numpy as np
+        from segment_anything import SamPredictor
+        def f(sampler, samples, model, x, sam):
+            a = sampler.predict(x)
+            b = samples.predict(x)
+            c = model.predict(x)
+            p = SamPredictor(sam)
+            d = p.predict(x)
+            e = sam.predict(x)
+            return np.argmax(a), np.argmax(b), np.argmax(c), np.argmax(d), np.argmax(e)
+        """
+    ) == [(11, "np.argmax()")]
+
+
+def test_keyword_and_three_result_unpacking_make_a_source():
+    assert _ops(
+        """
+        import numpy as np
+        def f(model, pts, lbls):
+            a, _, _ = model.predict(point_coords=pts, point_labels=lbls)
+            masks, scores, logits = model.predict(pts, lbls)
+            return np.where(a), np.argmax(scores)
+        """
+    ) == [(6, "np.argmax()"), (6, "np.where()")]
+
+
+def test_helper_returning_results_is_a_source_for_its_callers():
+    assert _ops(
+        """
+        import numpy as np
+        def segment(predictor, box):
+            masks, _, _ = predictor.predict(box=box)
+            return masks[0]
+        def caller(predictor, box):
+            mask = segment(predictor, box)
+            return np.count_nonzero(mask)
+        """
+    ) == [(8, "np.count_nonzero()")]
+
+
+def test_self_attribute_read_in_another_method():
+    assert _ops(
+        """
+        import numpy as np
+        class Tool:
+            def run(self, box):
+                self.masks, self.scores, _ = self.predictor.predict(box=box)
+            def report(self):
+                return np.mean(self.scores), self.masks.shape
+        """
+    ) == [(7, "np.mean()")]
+
+
+def test_unparsable_and_missing_paths_are_errors(tmp_path):
+    broken = tmp_path / "broken.py"
+    broken.write_text("def (:\n")
+    good = tmp_path / "good.py"
+    good.write_text("import numpy as np\nm, s, l = predictor.predict(box=b)\nnp.argmax(s)\n")
+    project, errors = scan([str(tmp_path), str(tmp_path / "missing")])
+    assert [p for p, _ in errors] == [str(broken), str(tmp_path / "missing")]
+    assert len(project.findings) == 1  # the good file is still audited
+
+
+def _cli(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "samgpu_shim", "audit", *args], capture_output=True, text=True,
+                          cwd=cwd)
 
 
 def test_cli_exit_status_and_json(tmp_path):
     clean = tmp_path / "clean.py"
     clean.write_text("x = 1\n")
-    ok = subprocess.run([sys.executable, "-m", "samgpu_shim", "audit", str(clean)], capture_output=True, text=True)
-    assert ok.returncode == 0 and "0 finding(s)" in ok.stdout
-    bad = subprocess.run(
-        [sys.executable, "-m", "samgpu_shim", "audit", "--json", str(CORPUS)], capture_output=True, text=True
-    )
+    ok = _cli(str(clean))
+    assert ok.returncode == 0 and "0 finding(s) in 1 file(s)" in ok.stdout
+    bad = _cli("--json", str(CORPUS / "orchestrator.py"))
     assert bad.returncode == 1
     rows = json.loads(bad.stdout)
-    assert {r["operation"] for r in rows} >= {".astype()", "plt.imshow()", "np.save()"}
-    assert all({"path", "line", "operation", "why", "fix", "cell"} <= set(r) for r in rows)
+    assert {r["operation"] for r in rows} >= {".astype()", "plt.imshow()", "np.argmax()"}
+    assert all({"path", "line", "operation", "why", "fix", "cell", "effect", "sources"} <= set(r) for r in rows)
+    missing = _cli(str(tmp_path / "nope"))
+    assert missing.returncode == 2
+    assert "cannot scan" in missing.stderr and "could not be scanned" in missing.stdout
+
+
+# -- audit --fix -------------------------------------------------------------
+
+libcst = pytest.importorskip("libcst")
+
+
+@pytest.fixture()
+def corpus_copy(tmp_path):
+    target = tmp_path / "corpus"
+    shutil.copytree(CORPUS, target)
+    return target
+
+
+def test_fix_pins_sources_then_audit_is_clean_and_second_run_changes_nothing(corpus_copy):
+    before = {p: p.read_bytes() for p in corpus_copy.rglob("*") if p.is_file()}
+    first = _cli("--fix", str(corpus_copy))
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert "0 finding(s) remain" in first.stdout
+    after = {p: p.read_bytes() for p in corpus_copy.rglob("*") if p.is_file()}
+    assert after != before
+    second = _cli("--fix", str(corpus_copy))
+    assert "pinned 0 predict call(s)" in second.stdout
+    assert {p: p.read_bytes() for p in corpus_copy.rglob("*") if p.is_file()} == after
+    assert _cli(str(corpus_copy)).returncode == 0
+    # only calls whose results reach numpy code were pinned
+    flows = (corpus_copy / "flows.py").read_text()
+    tensor_safe = flows.split("def tensor_safe")[1].split("\ndef ")[0]
+    assert "as_numpy" not in tensor_safe
+    assert flows.count("as_numpy=True") == 9  # eight sources pinned, one call already explicit
+
+
+def test_fix_keeps_formatting_comments_and_notebook_outputs(corpus_copy):
+    _cli("--fix", str(corpus_copy))
+    tutorial_before = json.loads((CORPUS / "project" / "tutorial.ipynb").read_text())
+    tutorial_after = json.loads((corpus_copy / "project" / "tutorial.ipynb").read_text())
+    assert [c.get("outputs") for c in tutorial_after["cells"]] == [c.get("outputs") for c in tutorial_before["cells"]]
+    assert tutorial_after["metadata"] == tutorial_before["metadata"]
+    cell = "".join(tutorial_after["cells"][4]["source"])
+    assert "    multimask_output=True,\n    as_numpy=True,\n)" in cell
+    assert "!ls images" in "".join(tutorial_after["cells"][7]["source"])  # magics untouched
+    backend = (corpus_copy / "clients" / "ls_backend.py").read_text()
+    assert "multimask_output=False,\n            as_numpy=True,\n        )" in backend
+    assert "# expect: .astype()" in backend  # comments stay
+
+
+def test_fix_diff_writes_nothing_and_leaves_explicit_calls(tmp_path):
+    src = tmp_path / "app.py"
+    text = (
+        "import numpy as np\n"
+        "def f(predictor, b):\n"
+        "    m, s, l = predictor.predict(box=b)  # keep me\n"
+        "    n, t, k = predictor.predict(box=b, as_numpy=False)\n"
+        "    o, u, v = predictor.predict(box=b, as_numpy=flag)\n"
+        "    return np.argmax(s), np.argmax(t), np.argmax(u)\n"
+    )
+    src.write_text(text)
+    shown = _cli("--diff", str(src))
+    assert shown.returncode == 0
+    assert "+    m, s, l = predictor.predict(box=b, as_numpy=True)  # keep me" in shown.stdout
+    assert src.read_text() == text
+    # as_numpy=False is a source (GPU on purpose); the fix still leaves it alone
+    fixed = _cli("--fix", str(src))
+    assert "predictor.predict(box=b, as_numpy=False)" in src.read_text()
+    assert "as_numpy=flag)" in src.read_text()
+    assert fixed.returncode == 1 and "1 finding(s) remain" in fixed.stdout
+
+
+def test_fix_skips_unparsable_files_untouched(tmp_path):
     broken = tmp_path / "broken.py"
-    broken.write_text("def (:\n")
-    err = subprocess.run([sys.executable, "-m", "samgpu_shim", "audit", str(broken)], capture_output=True, text=True)
-    assert err.returncode == 2 and "cannot scan" in err.stderr
+    broken.write_text("def (:\n    predictor.predict(box=b)\n")
+    good = tmp_path / "good.py"
+    good.write_text("import numpy as np\nm, s, l = predictor.predict(box=b)\nnp.argmax(s)\n")
+    out = _cli("--fix", str(tmp_path))
+    assert out.returncode == 2 and "cannot scan" in out.stderr
+    assert broken.read_text() == "def (:\n    predictor.predict(box=b)\n"
+    assert "as_numpy=True" in good.read_text()

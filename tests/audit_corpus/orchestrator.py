@@ -18,9 +18,9 @@ def overlay(predictor, frame, points, labels):
     masks, scores, logits = predictor.predict(point_coords=points, point_labels=labels)
     best = masks[np.argmax(scores)]  # expect: np.argmax()
     mask_u8 = best.astype(np.uint8) * 255  # expect: .astype()
-    contours, _ = cv2.findContours(mask_u8, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)  # expect: cv2.findContours()
+    contours, _ = cv2.findContours(mask_u8, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
     ys, xs = np.nonzero(best)  # expect: np.nonzero()
-    Image.fromarray(mask_u8).save("mask.png")  # expect: Image.fromarray()
+    Image.fromarray(mask_u8).save("mask.png")
     plt.imshow(best)  # expect: plt.imshow()
     return contours, ys, xs
 
