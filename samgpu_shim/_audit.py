@@ -44,6 +44,9 @@ from ._targets import SAM2_PREDICT_BATCH_PARAMS, SAM2_PREDICT_PARAMS
 
 Taint = FrozenSet[int]
 CLEAN: Taint = frozenset()
+# Whole-project passes at most: each pass can carry taint one more step
+# through class attributes, module globals and channels.
+MAX_ROUNDS = 6
 
 # The patched methods whose results are tensors in GPU mode.
 PREDICT_METHODS = frozenset({"predict", "predict_batch"})
@@ -148,6 +151,9 @@ CONTAINER_ADDERS = frozenset({"append", "extend", "insert", "add", "update", "ap
 PASS_THROUGH_BUILTINS = frozenset({"list", "tuple", "set", "sorted", "reversed", "iter", "next", "max", "min",
                                    "abs", "round", "dict", "filter", "sum", "frozenset", "copy", "deepcopy"})
 JSON_FUNCS = frozenset({"dumps", "dump"})
+# Queue-like hand-offs between functions and threads, matched by the channel's name.
+CHANNEL_PUT = frozenset({"put", "put_nowait", "send", "appendleft"})
+CHANNEL_GET = frozenset({"get", "get_nowait", "recv", "popleft"})
 
 
 @dataclass
@@ -189,6 +195,25 @@ def _dotted(node: ast.AST) -> Optional[str]:
         parts.append(node.id)
         return ".".join(reversed(parts))
     return None
+
+
+class Positions(tuple):
+    """The kind of a fixed-length tuple: the taint of each position."""
+
+
+def _class_kind(kind: object) -> str:
+    """``X`` for the kind ``class:X`` (an instance of the scanned class X), else ''."""
+    if isinstance(kind, str) and kind.startswith("class:"):
+        return kind[6:]
+    return ""
+
+
+def _last_name(node: ast.AST) -> str:
+    if isinstance(node, ast.Name):
+        return node.id
+    if isinstance(node, ast.Attribute):
+        return node.attr
+    return ""
 
 
 def _target_names(target: ast.AST) -> List[str]:
@@ -304,6 +329,10 @@ class Project:
         self.summaries: Dict[Tuple[int, Tuple[Taint, ...]], Summary] = {}
         self.in_progress: Set[Tuple[int, Tuple[Taint, ...]]] = set()
         self.changed = False
+        self.rounds = 0
+        # queues and pipes by name: what one thread puts, another gets
+        self.channels: Dict[str, Taint] = {}
+        self.channel_kinds: Dict[str, object] = {}
 
     # -- lookups -----------------------------------------------------------
     def source_id(self, path: str, node: ast.Call) -> int:
@@ -315,9 +344,20 @@ class Project:
             self.source_ids[key] = sid
         return sid
 
+    def index(self) -> None:
+        """Lookup tables over every module (built once per analysis)."""
+        self.by_stem: Dict[str, ModuleInfo] = {}
+        self.by_class: Dict[str, ClassInfo] = {}
+        self.by_method: Dict[str, List[FuncInfo]] = {}
+        for m in self.modules:
+            self.by_stem.setdefault(m.stem, m)
+            for name, c in m.classes.items():
+                self.by_class.setdefault(name, c)
+                for method_name, f in c.methods.items():
+                    self.by_method.setdefault(method_name, []).append(f)
+
     def module_named(self, dotted: str) -> Optional[ModuleInfo]:
-        last = dotted.split(".")[-1]
-        return next((m for m in self.modules if m.stem == last), None)
+        return self.by_stem.get(dotted.split(".")[-1])
 
     def function(self, module: ModuleInfo, name: str) -> Optional[FuncInfo]:
         if name in module.functions:
@@ -342,10 +382,7 @@ class Project:
         return None
 
     def class_by_name(self, name: str) -> Optional[ClassInfo]:
-        for m in self.modules:
-            if name in m.classes:
-                return m.classes[name]
-        return None
+        return self.by_class.get(name)
 
     def method(self, cls: ClassInfo, name: str, depth: int = 0) -> Optional[FuncInfo]:
         if name in cls.methods:
@@ -362,7 +399,7 @@ class Project:
     def unique_method(self, name: str) -> Optional[FuncInfo]:
         if name.startswith("__") or name in CONTAINER_ADDERS:
             return None
-        found = [c.methods[name] for m in self.modules for c in m.classes.values() if name in c.methods]
+        found = self.by_method.get(name, [])
         return found[0] if len(found) == 1 else None
 
     def is_predictor_class(self, cls: ClassInfo, depth: int = 0) -> bool:
@@ -475,6 +512,7 @@ class Scope:
         self.local_funcs: Dict[str, FuncInfo] = {}
         self.returned: Taint = CLEAN
         self.returned_kind: Optional[str] = None
+        self.returned_any = False
         self.silent = False
 
     # -- state -------------------------------------------------------------
@@ -523,16 +561,17 @@ class Scope:
             kind = self.kind_of(node.id)
             if kind == "self":
                 return self.cls
-            if kind and kind.startswith("class:"):
-                return self.p.class_by_name(kind[6:])
+            if _class_kind(kind):
+                return self.p.class_by_name(_class_kind(kind))
         return None
 
     def bind(self, target: ast.AST, taint: Taint, kind: Optional[str], value: Optional[ast.AST] = None) -> None:
         if isinstance(target, ast.Name):
             self.env[target.id] = taint
-            self.keyed.discard(target.id)
-            for key in [k for k in self.env if k.startswith(target.id + "[")]:
-                del self.env[key]
+            if target.id in self.keyed:
+                self.keyed.discard(target.id)
+                for key in [k for k in self.env if k.startswith(target.id + "[")]:
+                    del self.env[key]
             if kind:
                 self.kinds[target.id] = kind
             else:
@@ -548,6 +587,12 @@ class Scope:
                     t, k = self.eval(v_elt, report=False)
                     self.bind(t_elt, t, k, v_elt)
                 return
+            if isinstance(kind, Positions) and len(kind) == len(elts) and not any(
+                isinstance(e, ast.Starred) for e in elts
+            ):
+                for elt, t in zip(elts, kind):
+                    self.bind(elt, t, None)
+                return
             for elt in elts:
                 self.bind(elt, taint, "scalar" if kind == "scalar" else None)
         elif isinstance(target, ast.Starred):
@@ -560,8 +605,10 @@ class Scope:
                 if taint - cls.attrs.get(target.attr, CLEAN):
                     cls.attrs[target.attr] = cls.attrs.get(target.attr, CLEAN) | taint
                     self.p.changed = True
-                if kind and cls.attr_kinds.get(target.attr) != kind:
-                    cls.attr_kinds[target.attr] = kind
+                known = cls.attr_kinds.get(target.attr)
+                if kind and known != kind and known != "mixed":
+                    # two methods that store different kinds: nothing is assumed
+                    cls.attr_kinds[target.attr] = kind if known is None else "mixed"
                     self.p.changed = True
                 if kind:
                     self.kinds[f"self.{target.attr}"] = kind
@@ -596,7 +643,7 @@ class Scope:
                 self.env[f"{name}[{k.value!r}]"] = self.eval(v, report=False)[0]  # type: ignore[union-attr]
 
     # -- sources -----------------------------------------------------------
-    def is_source(self, call: ast.Call, unpack: Optional[ast.AST] = None) -> bool:
+    def is_source(self, call: ast.Call, unpack: Optional[ast.AST] = None, receiver_kind: object = "?") -> bool:
         func = call.func
         if not (isinstance(func, ast.Attribute) and func.attr in PREDICT_METHODS):
             return False
@@ -604,13 +651,13 @@ class Scope:
         if kw is not None and not (isinstance(kw.value, ast.Constant) and kw.value.value is False):
             return False
         receiver = func.value
-        kind = self.eval(receiver, report=False)[1]
+        kind = self.eval(receiver, report=False)[1] if receiver_kind == "?" else receiver_kind
         if kind == "predictor":
             return True
         if kind == "self":
             return self.cls is not None and self.p.is_predictor_class(self.cls)
-        if kind in ("other", "numpy", "torch") or (kind or "").startswith("class:"):
-            cls = self.p.class_by_name(kind[6:]) if kind and kind.startswith("class:") else None
+        if kind in ("other", "numpy", "torch") or _class_kind(kind):
+            cls = self.p.class_by_name(_class_kind(kind)) if _class_kind(kind) else None
             return cls is not None and self.p.is_predictor_class(cls)
         if any(k.arg in SAM_KEYWORDS for k in call.keywords):
             return True
@@ -687,9 +734,10 @@ class Scope:
             ot, ok = self._eval(node.orelse)
             return bt | ot, bk if bk == ok else None
         if isinstance(node, (ast.Tuple, ast.List, ast.Set)):
-            taint = CLEAN
-            for elt in node.elts:
-                taint |= self._eval(elt)[0]
+            taints = [self._eval(elt)[0] for elt in node.elts]
+            taint = frozenset().union(*taints)
+            if isinstance(node, ast.Tuple) and not any(isinstance(e, ast.Starred) for e in node.elts):
+                return taint, Positions(taints)
             return taint, None
         if isinstance(node, ast.Dict):
             taint = CLEAN
@@ -776,6 +824,10 @@ class Scope:
         bt, bk = self._eval(base)
         kt, kk = self._eval(key)
         self._index_check(node, bt, bk, kt, kk)
+        if isinstance(bk, Positions) and isinstance(key, ast.Constant) and isinstance(key.value, int) and (
+            -len(bk) <= key.value < len(bk)
+        ):
+            return bk[key.value], None
         if isinstance(base, ast.Name) and base.id in self.keyed and isinstance(key, ast.Constant):
             return self.env.get(f"{base.id}[{key.value!r}]", CLEAN), None
         if isinstance(base, ast.Name) and isinstance(key, ast.Constant) and f"{base.id}[{key.value!r}]" in self.env:
@@ -846,7 +898,7 @@ class Scope:
         elif not isinstance(func, ast.Name):
             self._eval(func)
         library, dotted = self._library(func)
-        project_func = self._project_callable(func)
+        project_func = self._project_callable(func, recv_t, recv_k)
         if project_func is not None:
             target, bound_self, cls = project_func
             if target is not None:
@@ -862,7 +914,7 @@ class Scope:
         for _, t, _ in args:
             arg_taint |= t
 
-        if self.is_source(node, getattr(node, "_samgpu_unpack", None)):
+        if self.is_source(node, getattr(node, "_samgpu_unpack", None), recv_k):
             return frozenset({self.p.source_id(self.m.path, node)}), "torch"
 
         if library is not None:
@@ -885,7 +937,13 @@ class Scope:
                 return self._json(node, arg_taint)
             if attr in CONTAINER_ADDERS and arg_taint:
                 self.bind_into(func.value, arg_taint)
+                if attr in CHANNEL_PUT:
+                    self._channel_put(func.value, arg_taint, args[0][2] if len(args) == 1 else None)
                 return CLEAN, None
+            if attr in CHANNEL_GET:
+                name = _last_name(func.value)
+                if name in self.p.channels:
+                    return self.p.channels[name], self.p.channel_kinds.get(name)
             if attr == "__setitem__" and arg_taint:
                 self.bind_into(func.value, arg_taint)
             if recv_k not in ("predictor", "torch") and self._numpy_helper(node, attr, arg_taint):
@@ -943,7 +1001,8 @@ class Scope:
             current = self.eval(container, report=False)
             self.bind(container, current[0] | taint, current[1])
 
-    def _project_callable(self, func: ast.AST) -> Optional[Tuple[Optional[FuncInfo], bool, Optional[ClassInfo]]]:
+    def _project_callable(self, func: ast.AST, base_t: Taint = CLEAN, base_k: object = None
+                          ) -> Optional[Tuple[Optional[FuncInfo], bool, Optional[ClassInfo]]]:
         """(function, bound to self, class constructed) for calls into the scanned code."""
         if isinstance(func, ast.Name):
             if func.id in self.local_funcs:
@@ -951,8 +1010,8 @@ class Scope:
             if func.id in self.env and self.kind_of(func.id) is None:
                 return None
             kind = self.kind_of(func.id)
-            if kind and kind.startswith("class:"):
-                cls = self.p.class_by_name(kind[6:])
+            if _class_kind(kind):
+                cls = self.p.class_by_name(_class_kind(kind))
                 call = self.p.method(cls, "__call__") if cls else None
                 return (call, True, None) if call else None
             f = self.p.function(self.m, func.id)
@@ -966,15 +1025,15 @@ class Scope:
             base = func.value
             cls = self._self_class(base)
             if cls is None:
-                kind = self.eval(base, report=False)[1]
-                if kind and kind.startswith("class:"):
-                    cls = self.p.class_by_name(kind[6:])
+                kind = base_k
+                if _class_kind(kind):
+                    cls = self.p.class_by_name(_class_kind(kind))
                 elif isinstance(base, ast.Attribute) and isinstance(base.value, ast.Name):
                     owner = self._self_class(base.value)
                     if owner is not None:
                         k = owner.attr_kinds.get(base.attr)
-                        if k and k.startswith("class:"):
-                            cls = self.p.class_by_name(k[6:])
+                        if _class_kind(k):
+                            cls = self.p.class_by_name(_class_kind(k))
             if cls is not None:
                 m = self.p.method(cls, func.attr)
                 if m is not None:
@@ -993,7 +1052,6 @@ class Scope:
                 return None
             if func.attr in PREDICT_METHODS:
                 return None
-            base_t, base_k = self.eval(base, report=False)
             if base_t or base_k in ("numpy", "torch", "predictor"):
                 return None
             m = self.p.unique_method(func.attr)
@@ -1062,6 +1120,20 @@ class Scope:
         if short[:1].isupper():
             return CLEAN, "other"
         return CLEAN, None
+
+    def _channel_put(self, channel: ast.AST, taint: Taint, kind: object) -> None:
+        name = _last_name(channel)
+        if not name:
+            return
+        known = self.p.channel_kinds.get(name, kind)
+        if isinstance(kind, Positions) and isinstance(known, Positions) and len(kind) == len(known):
+            merged: object = Positions(a | b for a, b in zip(kind, known))
+        else:
+            merged = None
+        if taint - self.p.channels.get(name, CLEAN) or merged != self.p.channel_kinds.get(name):
+            self.p.channels[name] = self.p.channels.get(name, CLEAN) | taint
+            self.p.channel_kinds[name] = merged
+            self.p.changed = True
 
     def _numpy_helper(self, node: ast.Call, name: str, arg_taint: Taint) -> bool:
         """A helper the scan cannot read, named for numpy images or arrays, given a result."""
@@ -1161,9 +1233,21 @@ class Scope:
             self.eval(node.value)
         elif isinstance(node, ast.Return):
             t, k = self.eval(node.value)
+            first = not self.returned_any
+            self.returned_any = True
             self.returned |= t
             if k == "predictor":
                 self.returned_kind = k
+            elif isinstance(k, Positions):
+                # every return a tuple of the same length: keep the positions
+                if first:
+                    self.returned_kind = k
+                elif isinstance(self.returned_kind, Positions) and len(self.returned_kind) == len(k):
+                    self.returned_kind = Positions(a | b for a, b in zip(self.returned_kind, k))
+                elif self.returned_kind != "predictor":
+                    self.returned_kind = None
+            elif self.returned_kind != "predictor":
+                self.returned_kind = None
         elif isinstance(node, (ast.If, ast.While)):
             self.eval(node.test)
             before = self.snapshot()
@@ -1323,7 +1407,9 @@ def analyse(modules: Sequence[ModuleInfo]) -> Project:
     """Run the analysis over parsed modules until class attributes settle."""
     project = Project()
     project.modules = list(modules)
-    for _ in range(6):
+    project.index()
+    for _ in range(MAX_ROUNDS):
+        project.rounds += 1
         project.changed = False
         project.summaries.clear()
         project.findings.clear()
