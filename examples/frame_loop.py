@@ -21,7 +21,7 @@ import torch
 from segment_anything import SamPredictor
 
 import samgpu_shim  # the one line: importing it patches predict
-from samgpu_shim._models import build_sam, synthetic_image
+from samgpu_shim.tools.models import build_sam, synthetic_image
 
 
 def packet_gpu(masks: torch.Tensor, scores: torch.Tensor, frame_no: int) -> str:

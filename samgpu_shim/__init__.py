@@ -21,9 +21,9 @@ from ._config import (
     configure,
 )
 from ._convert import json_default, to_numpy
-from ._kpi import EVENT_PREDICT, KPI_LOGGER_NAME
-from ._patch import get_original, is_patched, patch, status, unpatch
+from ._lifecycle import get_original, is_patched, patch, status, unpatch
 from ._streams import ready_event
+from ._telemetry import EVENT_DEVICE_TIME, EVENT_PREDICT, KPI_LOGGER_NAME
 
 __version__ = "0.1.0"
 
@@ -37,7 +37,11 @@ __all__ = [
     "ENV_KPI_FILE",
     "ENV_KPI_SAMPLE",
     "ENV_STRICT",
+    "EVENT_DEVICE_TIME",
     "EVENT_PREDICT",
+    "ImageError",
+    "PromptError",
+    "StrictConversionError",
     "KPI_LOGGER_NAME",
     "clear_graphs",
     "configure",
@@ -61,30 +65,47 @@ def stats() -> dict:
     Host latency is kept for the last 1024 calls of each call site; device
     time too when ``SAMGPU_KPI_DEVICE_TIME`` is on (collected without waiting).
     """
-    from ._stats import stats as _stats
+    from ._telemetry import stats as _stats
 
     return _stats()
 
 
 def reset_stats() -> None:
     """Forget every counter and pending device time."""
-    from ._stats import reset
+    from ._telemetry import reset
 
     reset()
 
 
 def graph_stats() -> dict:
     """Graph mode counters: captures, replays, fallbacks, evictions, cached graphs and their memory."""
-    from ._graphs import stats
+    from .gpu.graphs import stats
 
     return stats()
 
 
 def clear_graphs() -> None:
     """Drop every captured CUDA graph (after replacing a model's parameters, say)."""
-    from ._graphs import clear
+    from .gpu.graphs import clear
 
     clear()
+
+
+_LAZY = {
+    # errors a caller may catch; their modules import torch, so on first use
+    "PromptError": "samgpu_shim.gpu.prompts",
+    "ImageError": "samgpu_shim.gpu.image",
+    "StrictConversionError": "samgpu_shim.gpu.strict",
+}
+
+
+def __getattr__(name: str) -> object:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'samgpu_shim' has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(module), name)
 
 
 def _autopatch() -> None:

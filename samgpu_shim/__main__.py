@@ -1,5 +1,5 @@
 import sys
 
-from samgpu_shim._cli import main
+from samgpu_shim.tools.cli import main
 
 sys.exit(main())

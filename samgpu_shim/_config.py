@@ -1,6 +1,14 @@
-"""Configuration: environment variables (read once) and runtime overrides.
+"""Configuration from one table.
 
-Precedence for the output mode of one call: the ``as_numpy=`` keyword, then
+Every setting is one :class:`Setting` row: its environment variable, how the
+variable is parsed, its default, whether :func:`configure` may override it at
+run time, and its documentation. The rows drive reading the environment
+(once, when the patch is installed), :func:`configure`, the getters the hot
+path calls, ``samgpu-shim doctor`` and the table in docs/configuration.rst.
+Adding a setting is adding a row (and reading it where it matters).
+
+Precedence for the output mode of one call: the ``as_numpy=`` keyword, then a
+``SAMGPU_AS_NUMPY_MODULES`` rule for the calling module, then
 :func:`configure`, then ``SAMGPU_AS_NUMPY``, then the built-in default (GPU).
 """
 
@@ -11,67 +19,20 @@ import logging
 import os
 import threading
 from dataclasses import dataclass
-from typing import Dict, Iterable, Mapping, Optional, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Tuple
 
 _logger = logging.getLogger("samgpu_shim")
 
-ENV_AS_NUMPY = "SAMGPU_AS_NUMPY"
-"""Rollback switch. ``1/true/yes/on`` (any case) makes numpy outputs the default;
-unset, empty or ``0/false/no/off`` keep GPU tensors. Any other value logs a
-warning and rolls back to numpy, since whoever set it meant to roll back."""
-
-ENV_DISABLE = "SAMGPU_DISABLE"
-"""Kill switch. A true value (same spellings as ``SAMGPU_AS_NUMPY``; an
-unrecognised value also counts as true) makes ``import samgpu_shim`` install
-no patch at all, so ``predict`` is upstream's and rejects ``as_numpy=``."""
-
-ENV_KPI_FILE = "SAMGPU_KPI_FILE"
-"""Path of a file that receives every KPI event as one JSON object per line,
-for applications that have no logging configuration of their own."""
-
-ENV_CUDA_GRAPHS = "SAMGPU_CUDA_GRAPHS"
-"""Graph mode (opt-in). A true value (same spellings as ``SAMGPU_AS_NUMPY``)
-makes GPU-mode calls on CUDA capture the prompt-to-mask work once per prompt
-signature as a CUDA graph and replay it. Off by default."""
-
-ENV_AS_NUMPY_MODULES = "SAMGPU_AS_NUMPY_MODULES"
-"""Rollback by caller: a comma-separated list of module names or glob patterns
-(``app.orchestrator,legacy.*``). Calls made from a matching module get numpy
-by default; a plain name also covers its submodules. Empty or unset: none."""
-
-ENV_KPI_SAMPLE = "SAMGPU_KPI_SAMPLE"
-"""Fraction of calls that emit a KPI event, in (0, 1]; ``0.1`` emits every
-tenth call. Unset: every call. An invalid value logs a warning and keeps 1.
-Counters in ``samgpu_shim.stats()`` always see every call."""
-
-ENV_KPI_DEVICE_TIME = "SAMGPU_KPI_DEVICE_TIME"
-"""Flag. In GPU mode on CUDA, time each call on the device with CUDA events
-and report it later, once the events have completed, without any sync:
-``device_ms`` in ``stats()`` and a ``sam_predict_device_time`` KPI event."""
-
-ENV_ENCODER_PRECISION = "SAMGPU_ENCODER_PRECISION"
-"""Image encoder precision on CUDA: ``fp32`` (default, upstream's), ``tf32``
-or ``bf16`` (autocast; the embedding is cast back to float32). Off in
-rollback. An unknown value logs a warning and keeps fp32."""
-
-ENV_STRICT = "SAMGPU_STRICT"
-"""Strict mode, for CPU test runs (flag). GPU-mode results on a CPU device
-refuse every implicit conversion to numpy (``np.asarray``, ``np.argmax``,
-``plt.imshow``, ``ndarray[tensor]``, ``tensor * ndarray``...) the way CUDA
-tensors do, so a CPU CI run fails where production on a GPU would."""
-
-PRECISIONS = ("fp32", "tf32", "bf16")
-
-DEFAULT_GRAPH_CACHE_SIZE = 8
-
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"", "0", "false", "no", "off"})
+PRECISIONS = ("fp32", "tf32", "bf16")
+DEFAULT_GRAPH_CACHE_SIZE = 8
 
-# The built-in default: GPU tensors.
-DEFAULT_AS_NUMPY = False
+
+# -- parsers of raw environment values (name, raw) -> value ------------------
 
 
-def _parse_flag(name: str, raw: Optional[str]) -> bool:
+def _flag(name: str, raw: Optional[str]) -> bool:
     if raw is None:
         return False
     value = raw.strip().lower()
@@ -79,15 +40,15 @@ def _parse_flag(name: str, raw: Optional[str]) -> bool:
         return True
     if value in _FALSE:
         return False
-    _logger.warning(
-        "%s=%r is not one of 1/true/yes/on or 0/false/no/off; treating it as true",
-        name,
-        raw,
-    )
+    _logger.warning("%s=%r is not one of 1/true/yes/on or 0/false/no/off; treating it as true", name, raw)
     return True
 
 
-def _parse_modules(raw: Optional[str]) -> Tuple[str, ...]:
+def _path(name: str, raw: Optional[str]) -> Optional[str]:
+    return raw or None
+
+
+def _modules(name: str, raw: Optional[str]) -> Tuple[str, ...]:
     if not raw:
         return ()
     return tuple(p.strip() for p in raw.split(",") if p.strip())
@@ -99,57 +60,185 @@ def _sample_every(rate: float) -> int:
     return max(1, round(1 / rate))
 
 
-def _parse_sample(raw: Optional[str]) -> int:
+def _sample(name: str, raw: Optional[str]) -> int:
     if raw is None or not raw.strip():
         return 1
     try:
         return _sample_every(float(raw))
     except ValueError:
-        _logger.warning("%s=%r is not a number in (0, 1]; emitting every call", ENV_KPI_SAMPLE, raw)
+        _logger.warning("%s=%r is not a number in (0, 1]; emitting every call", name, raw)
         return 1
 
 
-def _parse_precision(raw: Optional[str]) -> str:
+def _precision(name: str, raw: Optional[str]) -> str:
     if raw is None or not raw.strip():
         return "fp32"
     value = raw.strip().lower()
     if value not in PRECISIONS:
-        _logger.warning("%s=%r is not one of %s; keeping fp32", ENV_ENCODER_PRECISION, raw, "/".join(PRECISIONS))
+        _logger.warning("%s=%r is not one of %s; keeping fp32", name, raw, "/".join(PRECISIONS))
         return "fp32"
     return value
 
 
-@dataclass(frozen=True)
-class Settings:
-    """The environment as read when the patch was installed."""
+# -- validators of configure() values (key, value) -> stored value -----------
 
-    as_numpy: bool = DEFAULT_AS_NUMPY
-    disabled: bool = False
-    kpi_file: Optional[str] = None
-    as_numpy_set: bool = False
-    cuda_graphs: bool = False
-    as_numpy_modules: Tuple[str, ...] = ()
-    kpi_sample_every: int = 1
-    kpi_device_time: bool = False
-    encoder_precision: str = "fp32"
-    strict: bool = False
+
+def _bool_arg(key: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"configure({key}=...) must be a bool or None, got {type(value).__name__}")
+    return value
+
+
+def _modules_arg(key: str, value: Any) -> Tuple[str, ...]:
+    if isinstance(value, str):
+        raise TypeError(f"configure({key}=...) takes a list of module patterns, not a string")
+    return tuple(value)
+
+
+def _sample_arg(key: str, value: Any) -> int:
+    return _sample_every(float(value))
+
+
+def _precision_arg(key: str, value: Any) -> str:
+    if value not in PRECISIONS:
+        raise ValueError(f"configure({key}=...) must be one of {PRECISIONS} or None, got {value!r}")
+    return value
+
+
+def _cache_size_arg(key: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"configure({key}=...) must be an int >= 1, got {value!r}")
+    return value
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One setting: where it comes from, what it means."""
+
+    key: str  # the configure() keyword and getter name
+    env: Optional[str]  # its environment variable (None: run time only)
+    parse: Optional[Callable[[str, Optional[str]], Any]]
+    default: Any
+    values: str  # what it accepts, for people
+    doc: str
+    # configure(key=...) check and conversion; None: environment only
+    runtime: Optional[Callable[[str, Any], Any]] = None
+    # configure(key=None) goes back to the environment; False: None is refused
+    none_resets: bool = True
+
+
+FLAG = "1/true/yes/on or 0/false/no/off (any case)"
+
+SETTINGS: Tuple[Setting, ...] = (
+    Setting(
+        "as_numpy", "SAMGPU_AS_NUMPY", _flag, False, FLAG,
+        "Rollback switch: numpy becomes the default output. Any other value logs a warning and rolls "
+        "back to numpy, since whoever set it meant to roll back.",
+        _bool_arg,
+    ),
+    Setting(
+        "disabled", "SAMGPU_DISABLE", _flag, False, FLAG,
+        "Kill switch: import samgpu_shim installs no patch at all, so predict is upstream's and rejects "
+        "as_numpy= (an unrecognised value also counts as set). Prefer SAMGPU_AS_NUMPY=1 for a rollback.",
+    ),
+    Setting(
+        "kpi_file", "SAMGPU_KPI_FILE", _path, None, "a path",
+        "Also write every KPI event to this file, one JSON object per line, for applications without "
+        "their own logging configuration. An unwritable path is a logged warning.",
+    ),
+    Setting(
+        "cuda_graphs", "SAMGPU_CUDA_GRAPHS", _flag, False, FLAG,
+        "Graph mode (opt-in): on CUDA, capture the prompt-to-mask work once per prompt signature as a "
+        "CUDA graph and replay it; where it cannot, the eager GPU path runs and one warning gives the cause.",
+        _bool_arg,
+    ),
+    Setting(
+        "as_numpy_modules", "SAMGPU_AS_NUMPY_MODULES", _modules, (), "comma-separated module names or globs",
+        "Rollback by caller: calls made from these modules default to numpy (app.orchestrator,legacy.*); "
+        "a plain name covers its submodules.",
+        _modules_arg,
+    ),
+    Setting(
+        "kpi_sample", "SAMGPU_KPI_SAMPLE", _sample, 1, "a number in (0, 1]",
+        "Emit a KPI event for that fraction of calls (0.1: every tenth); counters still see every call. "
+        "Stored as 'every Nth call'. An invalid value logs a warning and keeps 1.",
+        _sample_arg,
+    ),
+    Setting(
+        "kpi_device_time", "SAMGPU_KPI_DEVICE_TIME", _flag, False, FLAG,
+        "Time GPU-mode calls on the device with CUDA events, collected later without waiting "
+        "(device_ms in stats(), sam_predict_device_time events).",
+        _bool_arg,
+    ),
+    Setting(
+        "encoder_precision", "SAMGPU_ENCODER_PRECISION", _precision, "fp32", "fp32, tf32 or bf16",
+        "Image encoder precision on CUDA (opt-in; off in rollback). An unknown value logs a warning and "
+        "keeps fp32.",
+        _precision_arg,
+    ),
+    Setting(
+        "strict", "SAMGPU_STRICT", _flag, False, FLAG,
+        "Strict mode, for CPU test runs: GPU-mode results on a CPU device refuse every implicit "
+        "conversion to numpy the way CUDA tensors do (np.asarray, np.argmax, plt.imshow, ndarray[tensor], "
+        "tensor * ndarray...), naming the predict call and the fix.",
+        _bool_arg,
+    ),
+    Setting(
+        "graph_cache_size", None, None, DEFAULT_GRAPH_CACHE_SIZE, "an int >= 1",
+        "Captured graphs kept per predictor in graph mode (least recently used out).",
+        _cache_size_arg, none_resets=False,
+    ),
+)
+BY_KEY: Dict[str, Setting] = {s.key: s for s in SETTINGS}
+
+ENV_AS_NUMPY = "SAMGPU_AS_NUMPY"
+"""Rollback switch (see the settings table)."""
+ENV_DISABLE = "SAMGPU_DISABLE"
+"""Kill switch: no patch at all."""
+ENV_KPI_FILE = "SAMGPU_KPI_FILE"
+"""JSON-lines file that also receives every KPI event."""
+ENV_CUDA_GRAPHS = "SAMGPU_CUDA_GRAPHS"
+"""Graph mode (opt-in)."""
+ENV_AS_NUMPY_MODULES = "SAMGPU_AS_NUMPY_MODULES"
+"""Rollback by calling module."""
+ENV_KPI_SAMPLE = "SAMGPU_KPI_SAMPLE"
+"""Fraction of calls that emit a KPI event."""
+ENV_KPI_DEVICE_TIME = "SAMGPU_KPI_DEVICE_TIME"
+"""Device timing of GPU-mode calls."""
+ENV_ENCODER_PRECISION = "SAMGPU_ENCODER_PRECISION"
+"""Image encoder precision on CUDA."""
+ENV_STRICT = "SAMGPU_STRICT"
+"""Strict mode for CPU test runs."""
+assert {s.env for s in SETTINGS if s.env} == {
+    ENV_AS_NUMPY, ENV_DISABLE, ENV_KPI_FILE, ENV_CUDA_GRAPHS, ENV_AS_NUMPY_MODULES, ENV_KPI_SAMPLE,
+    ENV_KPI_DEVICE_TIME, ENV_ENCODER_PRECISION, ENV_STRICT,
+}
+
+
+class Settings(dict):
+    """The environment as read once: key -> value, plus which keys were set."""
+
+    def __init__(self, values: Dict[str, Any], set_keys: Iterable[str]) -> None:
+        super().__init__(values)
+        self.set_keys = frozenset(set_keys)
+
+    def __getattr__(self, key: str) -> Any:
+        try:
+            return self[key]
+        except KeyError:
+            raise AttributeError(key) from None
 
     @classmethod
     def from_env(cls, environ: Optional[Mapping[str, str]] = None) -> Settings:
         env = os.environ if environ is None else environ
-        raw = env.get(ENV_AS_NUMPY)
-        return cls(
-            as_numpy=_parse_flag(ENV_AS_NUMPY, raw),
-            disabled=_parse_flag(ENV_DISABLE, env.get(ENV_DISABLE)),
-            kpi_file=env.get(ENV_KPI_FILE) or None,
-            as_numpy_set=bool(raw and raw.strip()),
-            cuda_graphs=_parse_flag(ENV_CUDA_GRAPHS, env.get(ENV_CUDA_GRAPHS)),
-            as_numpy_modules=_parse_modules(env.get(ENV_AS_NUMPY_MODULES)),
-            kpi_sample_every=_parse_sample(env.get(ENV_KPI_SAMPLE)),
-            kpi_device_time=_parse_flag(ENV_KPI_DEVICE_TIME, env.get(ENV_KPI_DEVICE_TIME)),
-            encoder_precision=_parse_precision(env.get(ENV_ENCODER_PRECISION)),
-            strict=_parse_flag(ENV_STRICT, env.get(ENV_STRICT)),
-        )
+        values: Dict[str, Any] = {}
+        set_keys = []
+        for s in SETTINGS:
+            raw = env.get(s.env) if s.env else None
+            values[s.key] = s.parse(s.env, raw) if (s.parse and s.env) else s.default
+            if raw is not None and raw.strip():
+                set_keys.append(s.key)
+        return cls(values, set_keys)
 
 
 class _Unset:
@@ -160,19 +249,12 @@ class _Unset:
 UNSET = _Unset()
 
 _lock = threading.Lock()
-# Read on the hot path without the lock: a single attribute read is atomic and
-# both values are immutable, so a reader sees either the old or the new one.
-_env: Settings = Settings()
-_runtime_as_numpy: Optional[bool] = None
-_runtime_cuda_graphs: Optional[bool] = None
-_runtime_modules: Optional[Tuple[str, ...]] = None
-_runtime_sample_every: Optional[int] = None
-_runtime_device_time: Optional[bool] = None
-_runtime_precision: Optional[str] = None
-_runtime_strict: Optional[bool] = None
+# Read on the hot path without the lock: each name is rebound to a new,
+# never-mutated dict, so a reader sees either the old or the new one whole.
+_env: Settings = Settings({s.key: s.default for s in SETTINGS}, ())
+_runtime: Dict[str, Any] = {}
 # module name -> whether a rollback pattern matches it; rebuilt when rules change
 _module_cache: Dict[str, bool] = {}
-_graph_cache_size: int = DEFAULT_GRAPH_CACHE_SIZE
 
 
 def load_env(environ: Optional[Mapping[str, str]] = None) -> Settings:
@@ -190,102 +272,103 @@ def env_settings() -> Settings:
     return _env
 
 
-def configure(
-    *,
-    as_numpy: bool | None | _Unset = UNSET,
-    cuda_graphs: bool | None | _Unset = UNSET,
-    graph_cache_size: int | _Unset = UNSET,
-    as_numpy_modules: Iterable[str] | None | _Unset = UNSET,
-    kpi_sample: float | None | _Unset = UNSET,
-    kpi_device_time: bool | None | _Unset = UNSET,
-    encoder_precision: str | None | _Unset = UNSET,
-    strict: bool | None | _Unset = UNSET,
-) -> None:
-    """Change defaults at run time; arguments left out are not touched.
+def configure(**changes: Any) -> None:
+    """Change settings at run time; settings left out are not touched.
 
-    ``as_numpy=True`` makes numpy the default, ``False`` makes GPU tensors the
-    default, ``None`` drops the override so that the environment applies
-    again. An explicit ``as_numpy=`` keyword on a call still wins.
-    ``cuda_graphs`` turns graph mode on or off the same way (``None``: back to
-    ``SAMGPU_CUDA_GRAPHS``). ``graph_cache_size`` bounds the captured graphs
-    kept per predictor (least recently used out; default 8).
-    ``as_numpy_modules`` replaces ``SAMGPU_AS_NUMPY_MODULES`` (module names or
-    glob patterns whose calls default to numpy), ``kpi_sample`` the KPI
-    sampling rate in (0, 1] and ``kpi_device_time`` the device timing switch;
-    ``encoder_precision`` (``"fp32"``, ``"tf32"``, ``"bf16"``) replaces
-    ``SAMGPU_ENCODER_PRECISION``; ``strict`` turns strict mode on or off
-    (``SAMGPU_STRICT``). ``None`` gives each back to the environment.
+    Each keyword is a setting of the table (docs/configuration.rst):
+    ``as_numpy``, ``cuda_graphs``, ``as_numpy_modules``, ``kpi_sample``,
+    ``kpi_device_time``, ``encoder_precision``, ``strict``,
+    ``graph_cache_size``. ``None`` drops the override so that the environment
+    applies again. An explicit ``as_numpy=`` keyword on a call still wins over
+    ``configure(as_numpy=...)``. Every value is checked before any is applied.
     """
-    global _runtime_as_numpy, _runtime_cuda_graphs, _graph_cache_size
-    global _runtime_modules, _runtime_sample_every, _runtime_device_time, _runtime_precision, _runtime_strict
-    if encoder_precision is not UNSET and encoder_precision is not None and encoder_precision not in PRECISIONS:
-        raise ValueError(
-            f"configure(encoder_precision=...) must be one of {PRECISIONS} or None, got {encoder_precision!r}"
-        )
-    for name, value in (
-        ("as_numpy", as_numpy),
-        ("cuda_graphs", cuda_graphs),
-        ("kpi_device_time", kpi_device_time),
-        ("strict", strict),
-    ):
-        if value is not UNSET and value is not None and not isinstance(value, bool):
-            raise TypeError(f"configure({name}=...) must be a bool or None, got {type(value).__name__}")
-    if graph_cache_size is not UNSET:
-        if isinstance(graph_cache_size, bool) or not isinstance(graph_cache_size, int) or graph_cache_size < 1:
-            raise ValueError(f"configure(graph_cache_size=...) must be an int >= 1, got {graph_cache_size!r}")
-    modules = UNSET
-    if as_numpy_modules is not UNSET:
-        if isinstance(as_numpy_modules, str):
-            raise TypeError("configure(as_numpy_modules=...) takes a list of module patterns, not a string")
-        modules = None if as_numpy_modules is None else tuple(as_numpy_modules)
-    every = UNSET
-    if kpi_sample is not UNSET:
-        every = None if kpi_sample is None else _sample_every(float(kpi_sample))
+    global _runtime
+    staged: Dict[str, Any] = {}
+    for key, value in changes.items():
+        setting = BY_KEY.get(key)
+        if setting is None or setting.runtime is None:
+            allowed = ", ".join(s.key for s in SETTINGS if s.runtime is not None)
+            raise TypeError(f"configure() got an unknown setting {key!r}; it takes {allowed}")
+        if value is UNSET:
+            continue
+        if value is None:
+            if not setting.none_resets:
+                setting.runtime(key, value)  # raises with the setting's own message
+            staged[key] = None
+        else:
+            staged[key] = setting.runtime(key, value)
     with _lock:
-        if modules is not UNSET:
-            _runtime_modules = modules  # type: ignore[assignment]
+        runtime = dict(_runtime)
+        for key, value in staged.items():
+            if value is None:
+                runtime.pop(key, None)
+            else:
+                runtime[key] = value
+        _runtime = runtime
+        if "as_numpy_modules" in staged:
             _module_cache.clear()
-        if every is not UNSET:
-            _runtime_sample_every = every  # type: ignore[assignment]
-        if kpi_device_time is not UNSET:
-            _runtime_device_time = kpi_device_time  # type: ignore[assignment]
-        if encoder_precision is not UNSET:
-            _runtime_precision = encoder_precision  # type: ignore[assignment]
-        if strict is not UNSET:
-            _runtime_strict = strict  # type: ignore[assignment]
-        if as_numpy is not UNSET:
-            _runtime_as_numpy = as_numpy  # type: ignore[assignment]
-        if cuda_graphs is not UNSET:
-            _runtime_cuda_graphs = cuda_graphs  # type: ignore[assignment]
-        if graph_cache_size is not UNSET:
-            _graph_cache_size = graph_cache_size  # type: ignore[assignment]
+
+
+def get(key: str) -> Any:
+    """A setting's value in force: run-time override, else the environment."""
+    runtime = _runtime
+    if key in runtime:
+        return runtime[key]
+    return _env[key]
+
+
+def source(key: str) -> str:
+    """Where a setting's value comes from: ``runtime``, ``env`` or ``default``."""
+    if key in _runtime:
+        return "runtime"
+    if key in _env.set_keys:
+        return "env"
+    return "default"
+
+
+def describe() -> List[Dict[str, str]]:
+    """Every setting with its value in force and where it comes from (doctor)."""
+    rows = []
+    for s in SETTINGS:
+        raw = os.environ.get(s.env) if s.env else None
+        rows.append(
+            {
+                "setting": s.key,
+                "env": s.env or "(configure() only)",
+                "raw": "(unset)" if raw is None else repr(raw),
+                "value": repr(get(s.key)),
+                "source": source(s.key),
+            }
+        )
+    return rows
+
+
+# -- getters the hot path calls ---------------------------------------------
 
 
 def graph_cache_size() -> int:
     """The bound on captured graphs kept per predictor."""
-    return _graph_cache_size
+    return get("graph_cache_size")
 
 
 def cuda_graphs_enabled() -> bool:
-    """Whether graph mode is on: runtime override, else the environment."""
-    runtime = _runtime_cuda_graphs
-    return _env.cuda_graphs if runtime is None else runtime
+    """Whether graph mode is on."""
+    return get("cuda_graphs")
 
 
 def default_as_numpy() -> Tuple[bool, str]:
     """The default output mode and where it comes from: runtime, env or default."""
-    runtime = _runtime_as_numpy
-    if runtime is not None:
-        return runtime, "runtime"
+    runtime = _runtime
+    if "as_numpy" in runtime:
+        return runtime["as_numpy"], "runtime"
     env = _env
-    if env.as_numpy_set:
-        return env.as_numpy, "env"
-    return DEFAULT_AS_NUMPY, "default"
+    if "as_numpy" in env.set_keys:
+        return env["as_numpy"], "env"
+    return BY_KEY["as_numpy"].default, "default"
 
 
 def rollback_modules() -> Tuple[str, ...]:
-    runtime = _runtime_modules
-    return _env.as_numpy_modules if runtime is None else runtime
+    return get("as_numpy_modules")
 
 
 def module_rolled_back(module: str) -> bool:
@@ -300,24 +383,20 @@ def module_rolled_back(module: str) -> bool:
 
 
 def kpi_sample_every() -> int:
-    runtime = _runtime_sample_every
-    return _env.kpi_sample_every if runtime is None else runtime
+    return get("kpi_sample")
 
 
 def encoder_precision() -> str:
-    runtime = _runtime_precision
-    return _env.encoder_precision if runtime is None else runtime
-
-
-def strict() -> bool:
-    """Whether strict mode is on: runtime override, else the environment."""
-    runtime = _runtime_strict
-    return _env.strict if runtime is None else runtime
+    return get("encoder_precision")
 
 
 def kpi_device_time() -> bool:
-    runtime = _runtime_device_time
-    return _env.kpi_device_time if runtime is None else runtime
+    return get("kpi_device_time")
+
+
+def strict() -> bool:
+    """Whether strict mode is on."""
+    return get("strict")
 
 
 def resolve_as_numpy(value: object, module: Optional[str] = None) -> Tuple[bool, str]:
@@ -327,7 +406,7 @@ def resolve_as_numpy(value: object, module: Optional[str] = None) -> Tuple[bool,
     :func:`configure`, then ``SAMGPU_AS_NUMPY``, then tensors.
     """
     if value is None:
-        if module is not None and (_runtime_modules or _env.as_numpy_modules) and module_rolled_back(module):
+        if module is not None and rollback_modules() and module_rolled_back(module):
             return True, "module"
         return default_as_numpy()
     if value is True or value is False:
@@ -336,3 +415,30 @@ def resolve_as_numpy(value: object, module: Optional[str] = None) -> Tuple[bool,
         f"as_numpy must be True, False or None (for the configured default), "
         f"got {type(value).__name__} {value!r}"
     )
+
+
+def settings_table_rst() -> str:
+    """The environment variables as a reStructuredText list-table (docs)."""
+    lines = [
+        ".. list-table::",
+        "   :header-rows: 1",
+        "   :widths: 22 22 12 44",
+        "",
+        "   * - variable",
+        "     - values",
+        "     - default",
+        "     - meaning",
+    ]
+    for s in SETTINGS:
+        if not s.env:
+            continue
+        default = "unset" if s.default in (None, (), False) else repr(s.default)
+        if s.key == "kpi_sample":
+            default = "1 (every call)"
+        lines += [
+            f"   * - ``{s.env}``",
+            f"     - {s.values}",
+            f"     - {default}",
+            f"     - {s.doc}" + (f" ``configure({s.key}=...)`` overrides it." if s.runtime else ""),
+        ]
+    return "\n".join(lines) + "\n"

@@ -64,6 +64,6 @@ def efficientvit_sam_l0():
 
 def tiny_sam2():
     """SAM 2.1 from the package's own builder and configs, a tiny image encoder."""
-    from samgpu_shim._models import build_sam2
+    from samgpu_shim.tools.models import build_sam2
 
     return build_sam2("tiny", seed=0)

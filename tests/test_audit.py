@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from samgpu_shim._audit import ANY, CUDA, SILENT, audit_path, audit_source, scan
+from samgpu_shim.tools.audit import ANY, CUDA, SILENT, audit_path, audit_source, scan
 
 from audit_labels import expected
 

@@ -12,8 +12,8 @@ import pytest
 import torch
 
 import samgpu_shim
-from samgpu_shim._models import synthetic_image
 from samgpu_shim.syncs import SyncProneOps
+from samgpu_shim.tools.models import synthetic_image
 
 from conftest import assert_equal_to_upstream, assert_same_arrays, run_python
 from prompts import PROMPT_MIXES

@@ -11,8 +11,8 @@ from segment_anything.modeling import image_encoder
 from torchvision.transforms.functional import resize, to_pil_image
 
 import samgpu_shim
-from samgpu_shim._image import ImageError, get_rel_pos_sync_free, set_image_tensor
-from samgpu_shim._models import synthetic_image
+from samgpu_shim.gpu.image import ImageError, get_rel_pos_sync_free, set_image_tensor
+from samgpu_shim.tools.models import synthetic_image
 
 from conftest import assert_equal_to_upstream, upstream
 from prompts import PC, PL
@@ -115,7 +115,7 @@ def test_bad_image_format(predictor):
 
 
 def test_rollback_leaves_set_image_to_upstream(tiny_sam, monkeypatch):
-    import samgpu_shim._image as image_mod
+    import samgpu_shim.families.sam1 as image_mod  # where the wrapper looks it up
 
     calls = []
     monkeypatch.setattr(image_mod, "set_image_tensor", lambda *a, **k: calls.append(1))

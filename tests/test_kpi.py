@@ -8,7 +8,7 @@ import logging
 import pytest
 
 import samgpu_shim
-from samgpu_shim import _kpi
+from samgpu_shim import _telemetry as _kpi
 
 from conftest import run_python
 from prompts import PC, PL
@@ -103,7 +103,7 @@ def test_kpi_file(tmp_path):
     run_python(
         """
 import samgpu_shim, numpy as np
-from samgpu_shim._models import build_sam
+from samgpu_shim.tools.models import build_sam
 from segment_anything import SamPredictor
 p = SamPredictor(build_sam("tiny")); p.set_image(np.zeros((32, 48, 3), np.uint8))
 for _ in range(3):
@@ -121,7 +121,7 @@ def test_unwritable_kpi_file_is_a_warning(tmp_path):
     proc = run_python(
         """
 import samgpu_shim, numpy as np
-from samgpu_shim._models import build_sam
+from samgpu_shim.tools.models import build_sam
 from segment_anything import SamPredictor
 p = SamPredictor(build_sam("tiny")); p.set_image(np.zeros((32, 48, 3), np.uint8))
 print(type(p.predict(np.array([[5, 5]]), np.array([1]))[0]).__name__)

@@ -156,7 +156,7 @@ def test_unsupported_upstream_is_left_untouched(tmp_path):
 
 
 def test_missing_sam_warns_and_imports():
-    from samgpu_shim._targets import FAMILIES
+    from samgpu_shim.families import FAMILIES
 
     packages = sorted({family.hook_module.split(".")[0] for family in FAMILIES})
     proc = run_python(
@@ -182,7 +182,7 @@ def test_missing_wrapt_warns_and_imports():
 def test_hook_failure_never_breaks_the_application_import():
     proc = run_python(
         """
-import samgpu_shim, samgpu_shim._patch as P
+import samgpu_shim, samgpu_shim._lifecycle as P
 def boom(state):
     raise RuntimeError("planted")
 P._apply = boom
@@ -203,7 +203,7 @@ def test_env_rollback(value, expected):
     proc = run_python(
         """
 import samgpu_shim, numpy as np
-from samgpu_shim._models import build_sam
+from samgpu_shim.tools.models import build_sam
 from segment_anything import SamPredictor
 p = SamPredictor(build_sam("tiny"))
 p.set_image(np.zeros((32, 48, 3), np.uint8))
@@ -251,7 +251,7 @@ samgpu_shim.unpatch()
 samgpu_shim.patch("my_fork.predictor:ForkPredictor")
 from my_fork.predictor import ForkPredictor
 from segment_anything import SamPredictor
-from samgpu_shim._models import build_sam
+from samgpu_shim.tools.models import build_sam
 p = ForkPredictor(build_sam("tiny")); p.set_image(np.zeros((32, 48, 3), np.uint8))
 print(type(p.predict(np.array([[5, 5]]), np.array([1]))[0]).__name__, "predict" in vars(ForkPredictor))
 samgpu_shim.unpatch("my_fork.predictor:ForkPredictor")

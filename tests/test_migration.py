@@ -72,7 +72,7 @@ def test_module_rollback_from_environment(tmp_path):
         f"import sys; sys.path.insert(0, {str(tmp_path)!r})\n"
         """
 import samgpu_shim, numpy as np, legacy_mod, new_mod
-from samgpu_shim._models import build_sam
+from samgpu_shim.tools.models import build_sam
 from segment_anything import SamPredictor
 p = SamPredictor(build_sam("tiny")); p.set_image(np.zeros((32, 48, 3), np.uint8))
 print(type(legacy_mod.call(p)[0]).__name__, type(new_mod.call(p)[0]).__name__)

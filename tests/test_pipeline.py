@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from samgpu_shim._pipeline import packet_numpy, packet_torch
 from samgpu_shim.syncs import SyncProneOps
+from samgpu_shim.tools.pipeline import packet_numpy, packet_torch
 
 from conftest import upstream
 from prompts import PC, PL

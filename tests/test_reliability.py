@@ -17,9 +17,10 @@ import torch
 from segment_anything import SamPredictor
 
 import samgpu_shim
-from samgpu_shim import _kpi, _patch, _targets
-from samgpu_shim._models import build_sam, synthetic_image
-from samgpu_shim._resident import PromptError
+from samgpu_shim.families import Target, sam1
+from samgpu_shim import _telemetry as _kpi
+from samgpu_shim.gpu.prompts import PromptError
+from samgpu_shim.tools.models import build_sam, synthetic_image
 
 from conftest import assert_equal_to_upstream, run_python, upstream
 from prompts import BOX, PC, PL
@@ -263,7 +264,7 @@ def test_predict_torch_raising_mid_call(tiny_sam, image):
             p.predict(PC, PL, as_numpy=as_numpy)
     p.fail = False
     assert_equal_to_upstream(upstream(p, PC, PL), p.predict(PC, PL), p.device)
-    from samgpu_shim._resident import SYNC_FREE
+    from samgpu_shim.gpu.sync_free import SYNC_FREE
 
     assert SYNC_FREE.get() is False  # the flag did not stay set after the failure
 
@@ -271,23 +272,21 @@ def test_predict_torch_raising_mid_call(tiny_sam, image):
 def test_failure_while_wrapping_leaves_nothing_half_installed(monkeypatch, caplog):
     samgpu_shim.unpatch()
     original_predict = SamPredictor.__dict__["predict"]
-    predict_target, embed_target = _targets.SAM1.targets[:2]
+    real_targets = sam1.targets
 
     def explode(original):
         raise RuntimeError("cannot build wrapper")
 
-    broken = _targets.Family(
-        name=_targets.SAM1.name,
-        distribution=_targets.SAM1.distribution,
-        hook_module=_targets.SAM1.hook_module,
-        targets=(predict_target, _targets.Target(**{**embed_target.__dict__, "make_wrapper": explode})),
-    )
-    monkeypatch.setattr(_patch, "FAMILIES", (broken,))
+    def broken(family):
+        predict_target, embed_target = real_targets(family)[:2]
+        return (predict_target, Target(**{**embed_target.__dict__, "make_wrapper": explode}))
+
+    monkeypatch.setattr(sam1, "targets", broken)
     try:
         with caplog.at_level(logging.WARNING, logger="samgpu_shim"):
             samgpu_shim.patch()
         assert SamPredictor.__dict__["predict"] is original_predict  # the first wrapper was rolled back
-        assert samgpu_shim.is_patched() is False
+        assert samgpu_shim.is_patched("segment-anything") is False
         assert any("could not patch segment-anything" in r.getMessage() for r in caplog.records)
     finally:
         samgpu_shim.unpatch()

@@ -17,9 +17,9 @@ import pytest
 import torch
 
 import samgpu_shim
-from samgpu_shim._models import synthetic_image
-from samgpu_shim._resident import PromptError
+from samgpu_shim.gpu.prompts import PromptError
 from samgpu_shim.syncs import SyncProneOps
+from samgpu_shim.tools.models import synthetic_image
 
 from conftest import assert_equal_to_upstream, assert_same_arrays, run_python
 from prompts import BOX, PC, PL, PROMPT_MIXES
@@ -244,7 +244,7 @@ import numpy as np
 {{prelude}}
 from sam2.sam2_image_predictor import SAM2ImagePredictor
 import family_models
-from samgpu_shim._models import synthetic_image
+from samgpu_shim.tools.models import synthetic_image
 p = SAM2ImagePredictor(family_models.tiny_sam2())
 p.set_image(synthetic_image(120, 160, seed=7))
 out = p.predict(np.array([[50.0, 60.0], [100.0, 30.0]]), np.array([1, 0]), box=np.array([10, 12, 90, 100]))

@@ -10,7 +10,7 @@ import torch
 from segment_anything import SamPredictor
 
 import samgpu_shim
-from samgpu_shim._resident import PromptError
+from samgpu_shim.gpu.prompts import PromptError
 
 from conftest import assert_equal_to_upstream, assert_same_arrays, upstream
 from prompts import BOX, PC, PL, PROMPT_MIXES
@@ -185,7 +185,7 @@ def test_against_a_process_without_the_shim(predictor, tmp_path):
 import numpy as np, sys
 sys.path.insert(0, {str(__import__('pathlib').Path(__file__).parent)!r})
 import samgpu_shim  # SAMGPU_DISABLE=1: installs nothing
-from samgpu_shim._models import build_sam, synthetic_image
+from samgpu_shim.tools.models import build_sam, synthetic_image
 from segment_anything import SamPredictor
 from prompts import PROMPT_MIXES
 assert not hasattr(SamPredictor.__dict__["predict"], "__wrapped__")
@@ -209,7 +209,7 @@ np.savez({str(out)!r}, **ref)
 def test_graph_mode_without_cuda_falls_back_once(predictor, caplog):
     import logging
 
-    from samgpu_shim import _graphs
+    from samgpu_shim.gpu import graphs as _graphs
 
     _graphs._warned.clear()
     samgpu_shim.configure(cuda_graphs=True)

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import samgpu_shim
-from samgpu_shim._strict import StrictConversionError, StrictTensor
+from samgpu_shim.gpu.strict import StrictConversionError, StrictTensor
 
 from conftest import assert_equal_to_upstream, run_python, upstream
 from strict_ops import OPS, outcome
@@ -89,7 +89,7 @@ def test_configure_validates_and_env_switch():
         """
         import numpy as np
         import samgpu_shim
-        from samgpu_shim._models import build_sam, synthetic_image
+        from samgpu_shim.tools.models import build_sam, synthetic_image
         from segment_anything import SamPredictor
         p = SamPredictor(build_sam("tiny", seed=0)); p.set_image(synthetic_image(64, 64, seed=1))
         m, s, l = p.predict(point_coords=np.array([[10.0, 10.0]]), point_labels=np.array([1]))

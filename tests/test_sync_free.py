@@ -7,7 +7,7 @@ import torch
 from segment_anything.modeling.prompt_encoder import PromptEncoder
 
 import samgpu_shim
-from samgpu_shim._resident import embed_points_sync_free
+from samgpu_shim.gpu.sync_free import embed_points_sync_free
 from samgpu_shim.syncs import SyncProneOps
 
 from conftest import upstream
@@ -65,11 +65,11 @@ def test_sync_free_embed_points_is_bit_identical(tiny_sam, pad, seed):
 
 
 def test_numpy_mode_runs_upstreams_embed_points(predictor, monkeypatch):
-    import samgpu_shim._resident as resident
+    import samgpu_shim.families.sam1 as sam1
 
     calls = []
-    real = resident.embed_points_sync_free
-    monkeypatch.setattr(resident, "embed_points_sync_free", lambda *a, **k: calls.append(1) or real(*a, **k))
+    real = sam1.embed_points_sync_free
+    monkeypatch.setattr(sam1, "embed_points_sync_free", lambda *a, **k: calls.append(1) or real(*a, **k))
     # The wrapper resolved the function when it was built; rebuild it.
     samgpu_shim.unpatch()
     samgpu_shim.patch()

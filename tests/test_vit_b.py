@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from segment_anything import SamPredictor
 
-from samgpu_shim._models import build_sam, synthetic_image
 from samgpu_shim.syncs import SyncProneOps
+from samgpu_shim.tools.models import build_sam, synthetic_image
 
 from conftest import assert_equal_to_upstream, assert_same_arrays, upstream
 from prompts import PROMPT_MIXES

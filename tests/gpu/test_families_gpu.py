@@ -9,8 +9,8 @@ import pytest
 import torch
 
 import samgpu_shim
-from samgpu_shim._models import synthetic_image
 from samgpu_shim.syncs import count_cuda_syncs, forbid_syncs
+from samgpu_shim.tools.models import synthetic_image
 
 from conftest import assert_equal_to_upstream
 from prompts import PROMPT_MIXES

@@ -10,8 +10,8 @@ import torch
 from segment_anything import SamPredictor
 
 import samgpu_shim
-from samgpu_shim._models import build_sam, synthetic_image
 from samgpu_shim.syncs import count_cuda_syncs
+from samgpu_shim.tools.models import build_sam, synthetic_image
 
 from prompts import PC, PL, PROMPT_MIXES
 

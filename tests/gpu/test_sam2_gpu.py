@@ -7,8 +7,8 @@ import pytest
 import torch
 
 import samgpu_shim
-from samgpu_shim._models import build_sam2, synthetic_image
 from samgpu_shim.syncs import count_cuda_syncs, forbid_syncs
+from samgpu_shim.tools.models import build_sam2, synthetic_image
 
 from conftest import assert_equal_to_upstream
 from prompts import BOX, PC, PL, PROMPT_MIXES

@@ -15,7 +15,7 @@ import torch
 from segment_anything import SamPredictor
 
 import samgpu_shim
-from samgpu_shim._models import build_sam, synthetic_image
+from samgpu_shim.tools.models import build_sam, synthetic_image
 
 from strict_ops import OPS, outcome
 

@@ -19,7 +19,7 @@ import sys
 from typing import TYPE_CHECKING, Callable, Dict, List, Optional, Set, Tuple
 
 if TYPE_CHECKING:
-    from ._audit import Project
+    from .audit import Project
 
 _MAGIC = "#__samgpu_magic__"
 
@@ -29,7 +29,7 @@ def _transform(source: str, targets: Set[Tuple[int, int]]) -> Tuple[str, int]:
     import libcst as cst
     from libcst.metadata import MetadataWrapper, PositionProvider
 
-    from ._audit import PREDICT_METHODS
+    from .audit import PREDICT_METHODS
 
     # ast columns are UTF-8 byte offsets; libcst's are characters.
     lines = source.splitlines()

@@ -16,10 +16,11 @@ from typing import Any, Callable, Dict, List
 import numpy as np
 import torch
 
-from . import _config, _pipeline
-from ._bench import _summary, environment, pick_device
-from ._models import build_sam, synthetic_image
-from .syncs import count_cuda_syncs
+from .. import _config
+from ..syncs import count_cuda_syncs
+from . import pipeline as _pipeline
+from .bench import environment, pick_device, summary
+from .models import build_sam, synthetic_image
 
 
 def _iou(a: np.ndarray, b: np.ndarray) -> float:
@@ -128,21 +129,21 @@ def run_model(model: str, device: torch.device, image_hw: tuple, frames: int) ->
             set_image_ms.append((time.perf_counter() - t0) * 1e3)
     rows = []
     for name in paths:
-        summary = _summary(samples[name])
+        figures = summary(samples[name])
         rows.append({
             "path": name,
             "frames": frames,
             "syncs_per_frame": syncs.get(name),
-            "fps": round(1e3 / summary["mean_ms"], 2),
-            **summary,
+            "fps": round(1e3 / figures["mean_ms"], 2),
+            **figures,
             **quality.get(name, {}),
             "samples_ms": [round(s, 3) for s in samples[name]],
         })
     return {
         "model": model,
         "image_hw": list(image_hw),
-        "encoder_alone_ms": _summary(encoder_ms),
-        "shim_set_image_fp32_ms": _summary(set_image_ms),
+        "encoder_alone_ms": summary(encoder_ms),
+        "shim_set_image_fp32_ms": summary(set_image_ms),
         "rows": rows,
     }
 

@@ -18,7 +18,7 @@ are the patched predict calls (``predict``, ``predict_batch``) made without
   tainted in every method of the class.
 
 Each use is classified by what it really does to a tensor (measured with
-:mod:`samgpu_shim._strict` tensors, which behave like CUDA ones):
+:mod:`samgpu_shim.gpu.strict` tensors, which behave like CUDA ones):
 ``cuda`` (works on a CPU tensor, raises on CUDA: numpy conversion),
 ``any`` (raises on every tensor) or ``silent`` (runs, but means something else).
 Every finding also records the predict calls it comes from, which is what
@@ -40,7 +40,7 @@ import sys
 from dataclasses import asdict, dataclass, field
 from typing import Dict, FrozenSet, Iterable, Iterator, List, Optional, Sequence, Set, Tuple
 
-from ._targets import SAM2_PREDICT_BATCH_PARAMS, SAM2_PREDICT_PARAMS
+from ..families.signatures import PATCHED_METHODS, PREDICT_KEYWORDS
 
 Taint = FrozenSet[int]
 CLEAN: Taint = frozenset()
@@ -49,10 +49,10 @@ CLEAN: Taint = frozenset()
 MAX_ROUNDS = 6
 
 # The patched methods whose results are tensors in GPU mode.
-PREDICT_METHODS = frozenset({"predict", "predict_batch"})
+PREDICT_METHODS = frozenset(PATCHED_METHODS)
 # Keywords only SAM's predictors take: a call passing one is SAM's whatever
 # its receiver is called.
-SAM_KEYWORDS = frozenset(set(SAM2_PREDICT_PARAMS + SAM2_PREDICT_BATCH_PARAMS) - {"self", "box", "boxes"})
+SAM_KEYWORDS = frozenset(set(PREDICT_KEYWORDS) - {"box", "boxes"})
 # Whole words of a receiver's name that say "a SAM predictor".
 RECEIVER_WORDS = frozenset({"sam", "sam1", "sam2", "sam3", "samhq", "hq", "predictor", "predictors", "mobilesam",
                             "efficientsam", "efficientvit"})
@@ -1491,7 +1491,7 @@ def main(paths: Sequence[str], as_json: bool = False, fix: bool = False, diff: b
         print(f"{path}: cannot scan: {error}", file=sys.stderr)
     findings = _sorted(project.findings.values())
     if fix or diff:
-        from ._fix import apply_fixes, available
+        from .fix import apply_fixes, available
 
         missing = available()
         if missing:

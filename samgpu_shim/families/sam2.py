@@ -17,11 +17,14 @@ prompt encoder and mask decoder need no host wait. Here:
 
 from __future__ import annotations
 
-from typing import Any, List, Optional, Sequence, Tuple
+import sys
+from typing import Any, Callable, List, Optional, Sequence, Tuple
 
 import torch
 
-from ._resident import PromptError, Prompts, _check_shape, prompt_tensor
+from .._dispatch import resident
+from ..gpu.prompts import PromptError, Prompts, check_shape, prompt_tensor
+from . import Family, Target, params_check, signatures
 
 _NOT_SET = "An image must be set with .set_image(...) before mask prediction."
 _NOT_SET_BATCH = "An image must be set with .set_image_batch(...) before mask prediction."
@@ -62,14 +65,14 @@ def _stage(
                 f"{name('point_labels')} must be supplied if {name('point_coords')} is supplied."
             )
         coords = prompt_tensor(name("point_coords"), point_coords, torch.float)
-        _check_shape(
+        check_shape(
             name("point_coords"),
             coords.shape,
             coords.dim() in (2, 3) and coords.shape[-1] == 2,
             "(N, 2) or (B, N, 2)",
         )
         labels = prompt_tensor(name("point_labels"), point_labels, torch.int)
-        _check_shape(
+        check_shape(
             name("point_labels"),
             labels.shape,
             tuple(labels.shape) == tuple(coords.shape[:-1]),
@@ -81,7 +84,7 @@ def _stage(
     if box is not None:
         boxes = prompt_tensor(name("box"), box, torch.float)
         count = boxes.numel() // 4
-        _check_shape(
+        check_shape(
             name("box"),
             boxes.shape,
             boxes.dim() in (1, 2) and boxes.shape[-1] == 4 and count > 0,
@@ -99,7 +102,7 @@ def _stage(
     if mask_input is not None:
         mask = prompt_tensor(name("mask_input"), mask_input, torch.float)
         size = tuple(predictor.model.sam_prompt_encoder.mask_input_size)
-        _check_shape(
+        check_shape(
             name("mask_input"),
             mask.shape,
             mask.dim() in (3, 4) and tuple(mask.shape[-3:]) == (1, *size),
@@ -224,3 +227,37 @@ def predict_batch_resident(
         all_ious.append(ious)
         all_low.append(low)
     return all_masks, all_ious, all_low
+
+
+def _check(expected: Tuple[str, ...]) -> Callable[[Any], Optional[str]]:
+    """The public method's parameters, and the private ``_predict`` the GPU path calls."""
+    public = params_check(expected)
+    private = params_check(signatures.SAM2_PRIVATE_PREDICT)
+
+    def check(original: Any) -> Optional[str]:
+        reason = public(original)
+        if reason is None:
+            cls = getattr(sys.modules.get("sam2.sam2_image_predictor"), "SAM2ImagePredictor", None)
+            reason = private(getattr(cls, "_predict", None))
+            if reason is not None:
+                reason = f"SAM2ImagePredictor._predict: {reason}"
+        return reason
+
+    return check
+
+
+def targets(family: Family) -> Tuple[Target, ...]:
+    # The package's own prompt encoder already embeds points without host waits.
+    return tuple(
+        Target(
+            module=family.hook_module,
+            attribute=f"SAM2ImagePredictor.{method}",
+            make_wrapper=resident(family.name, gpu_predict),
+            check=_check(params),
+            adds_as_numpy=True,
+        )
+        for method, gpu_predict, params in (
+            ("predict", predict_resident, signatures.SAM2_PREDICT),
+            ("predict_batch", predict_batch_resident, signatures.SAM2_PREDICT_BATCH),
+        )
+    )

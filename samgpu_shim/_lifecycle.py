@@ -18,8 +18,8 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Tuple
 
-from . import _config, _kpi
-from ._targets import FAMILIES, Family, Target, fork_family
+from . import _config, _telemetry
+from .families import FAMILIES, Family, Target, fork_family
 
 try:
     import wrapt
@@ -102,7 +102,13 @@ def _apply(state: _FamilyState) -> None:
     if state.applied:
         return
     resolved: List[Tuple[Target, Any, str, Any, bool]] = []
-    for target in family.targets:
+    try:
+        targets = family.targets()
+    except Exception as exc:  # the family module itself failed to import
+        state.status = f"failed: {type(exc).__name__}: {exc}"
+        _logger.warning("samgpu_shim: could not load %s's patch; left untouched", family.name, exc_info=True)
+        return
+    for target in targets:
         module = sys.modules.get(target.module)
         if module is None:
             state.status = f"unsupported: module {target.module} not found"
@@ -197,7 +203,7 @@ def patch(*targets: str) -> bool:
             _logger.warning("samgpu_shim: %s is set; not patching", _config.ENV_DISABLE)
             return False
         if not _armed:
-            _kpi.install_file_handler(settings.kpi_file)
+            _telemetry.install_file_handler(settings.kpi_file)
         if not targets and not any(_findable(f.hook_module) for f in families):
             _logger.warning(
                 "samgpu_shim: no supported SAM package is installed (%s); the patch "
@@ -235,7 +241,7 @@ def unpatch(*targets: str) -> None:
             for record in reversed(state.applied):
                 _restore(record)
         if not _armed:
-            _kpi.remove_file_handler()
+            _telemetry.remove_file_handler()
 
 
 def is_patched(target: Optional[str] = None) -> bool:
@@ -275,10 +281,21 @@ def status() -> List[Dict[str, str]]:
                     "module": family.hook_module,
                     "installed": "yes" if installed else "no",
                     "status": state.status if state else "not patched",
-                    "targets": ", ".join(f"{t.module}.{t.attribute}" for t in family.targets),
+                    "targets": _describe_targets(family),
                 }
             )
     return rows
+
+
+def _describe_targets(family: Family) -> str:
+    # Only once the family's package is imported: loading the family module
+    # imports torch, which status() must not do on its own.
+    if family.hook_module not in sys.modules:
+        return f"(listed once {family.hook_module} is imported)"
+    try:
+        return ", ".join(f"{t.module}.{t.attribute}" for t in family.targets())
+    except Exception as exc:
+        return f"(cannot be listed: {type(exc).__name__}: {exc})"
 
 
 def _findable(module: str) -> bool:

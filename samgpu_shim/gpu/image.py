@@ -22,7 +22,7 @@ from typing import Any, Dict, Iterator, Tuple
 import torch
 import torch.nn.functional as F
 
-from . import _config
+from .. import _config
 
 _index_lock = threading.Lock()
 _index_cache: Dict[Tuple[int, int, torch.device], torch.Tensor] = {}

@@ -32,8 +32,8 @@ from typing import Any, Dict, Optional, Tuple
 
 import torch
 
-from . import _config
-from . import _resident as _r
+from .. import _config
+from .prompts import KEYS, batched
 
 _logger = logging.getLogger("samgpu_shim")
 _capture_lock = threading.Lock()
@@ -113,7 +113,7 @@ def _refresh_features(state: _PredictorGraphs, features: torch.Tensor) -> None:
 
 
 def _run(predictor: Any, inputs: Dict[str, Any], multimask: bool, return_logits: bool) -> Any:
-    return predictor.predict_torch(*_r.batched(inputs), multimask, return_logits=return_logits)
+    return predictor.predict_torch(*batched(inputs), multimask, return_logits=return_logits)
 
 
 def _capture(
@@ -124,7 +124,7 @@ def _capture(
     host = prompts.packed()
     packed = None if host is None else host.to(device, non_blocking=True)
     ready = {key: value.clone() for key, value in prompts.ready.items()}
-    static: Dict[str, Any] = dict.fromkeys(_r.KEYS)
+    static: Dict[str, Any] = dict.fromkeys(KEYS)
     static.update(ready)
     if packed is not None:
         static.update(prompts.views(packed))

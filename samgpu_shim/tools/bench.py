@@ -20,10 +20,10 @@ from typing import Any, Callable, Dict, List, Optional
 import numpy as np
 import torch
 
-from . import _pipeline
-from ._kpi import KPI_LOGGER_NAME
-from ._models import MODEL_NAMES, SAM2_MODEL_NAMES, build_sam, build_sam2, synthetic_image
-from .syncs import SyncProneOps, count_cuda_syncs
+from .._telemetry import KPI_LOGGER_NAME
+from ..syncs import SyncProneOps, count_cuda_syncs
+from . import pipeline as _pipeline
+from .models import MODEL_NAMES, SAM2_MODEL_NAMES, build_sam, build_sam2, synthetic_image
 
 # --family -> the model names it accepts
 FAMILY_MODELS = {"sam": MODEL_NAMES, "sam2": SAM2_MODEL_NAMES}
@@ -46,7 +46,7 @@ def _percentile(samples: List[float], q: float) -> float:
     return float(np.percentile(np.asarray(samples), q))
 
 
-def _summary(samples_ms: List[float]) -> Dict[str, float]:
+def summary(samples_ms: List[float]) -> Dict[str, float]:
     return {
         "p50_ms": round(_percentile(samples_ms, 50), 4),
         "p99_ms": round(_percentile(samples_ms, 99), 4),
@@ -201,7 +201,7 @@ def run_model(
                 "path": name,
                 "calls": calls,
                 **syncs[name],
-                **_summary(samples[name]),
+                **summary(samples[name]),
                 "samples_ms": [round(s, 4) for s in samples[name]],
             }
         )
@@ -222,7 +222,8 @@ def run_model(
 def wrapper_overhead_us(iterations: int = 100_000) -> Dict[str, float]:
     """Host cost per call of call-site attribution, mode resolution (with a
     module rule active) and the counters: what the wrapper adds to a call."""
-    from . import _config, _stats
+    from .. import _config
+    from .. import _telemetry as _stats
 
     site = ("app.module", "f", 1)
     outputs = (np.zeros(1), np.zeros(1), np.zeros(1))

@@ -8,52 +8,6 @@ import sys
 from typing import List, Optional
 
 
-def _doctor() -> int:
-    from importlib import metadata
-
-    import samgpu_shim
-    from samgpu_shim import _config
-
-    settings = _config.Settings.from_env()
-    print("samgpu-shim", samgpu_shim.__version__)
-    print("environment (as read now):")
-    print(f"  {_config.ENV_AS_NUMPY} -> default output {'numpy' if settings.as_numpy else 'tensors'}")
-    print(f"  {_config.ENV_DISABLE} -> {'patch disabled' if settings.disabled else 'patch enabled'}")
-    print(f"  {_config.ENV_KPI_FILE} -> {settings.kpi_file or '(unset)'}")
-    print(f"  {_config.ENV_CUDA_GRAPHS} -> graph mode {'on' if settings.cuda_graphs else 'off'}")
-    as_numpy, source = _config.default_as_numpy()
-    print(f"in force: default output {'numpy' if as_numpy else 'tensors'} (from {source})")
-    # Import the families so that their patch state is real, not pending.
-    for row in samgpu_shim.status():
-        if row["installed"] == "yes":
-            try:
-                __import__(row["module"])
-            except Exception as exc:  # a broken install is worth seeing, not a crash
-                print(f"  import of {row['family']} failed: {exc}")
-    print("families:")
-    for row in samgpu_shim.status():
-        print(f"  {row['family']}: installed {row['installed']}, {row['status']}")
-        print(f"    targets: {row['targets']}")
-    print("versions:")
-    for dist in ("torch", "torchvision", "numpy", "wrapt", *(row["distribution"] for row in samgpu_shim.status())):
-        try:
-            version = metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            version = "not installed"
-        print(f"  {dist}: {version}")
-    try:
-        import torch
-
-        if torch.cuda.is_available():
-            names = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
-            print(f"cuda: {torch.version.cuda}, devices: {names}")
-        else:
-            print("cuda: not available (the shim returns CPU tensors there)")
-    except ImportError:
-        print("torch: not importable")
-    return 0
-
-
 def _save_json(report: dict, path: Optional[str]) -> None:
     if path:
         with open(path, "w", encoding="utf-8") as f:
@@ -62,13 +16,13 @@ def _save_json(report: dict, path: Optional[str]) -> None:
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from samgpu_shim import _bench
+    from samgpu_shim.tools import bench as _bench
 
     if args.frames:
         if args.family != "sam":
             print("--frames times segment-anything's SamPredictor only; drop --family", file=sys.stderr)
             return 2
-        from samgpu_shim import _frames as runner
+        from samgpu_shim.tools import frames as runner
     else:
         runner = _bench  # type: ignore[assignment]
     report = runner.run(args)
@@ -85,7 +39,7 @@ def _bench(args: argparse.Namespace) -> int:
 
 
 def _soak(args: argparse.Namespace) -> int:
-    from samgpu_shim import _soak
+    from samgpu_shim.tools import soak as _soak
 
     report = _soak.run(args)
     print(_soak.format_table(report))
@@ -149,11 +103,13 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "doctor":
-        return _doctor()
+        from samgpu_shim.tools import doctor
+
+        return doctor.main()
     if args.command == "soak":
         return _soak(args)
     if args.command == "audit":
-        from samgpu_shim import _audit
+        from samgpu_shim.tools import audit as _audit
 
         return _audit.main(args.paths, as_json=args.json, fix=args.fix, diff=args.diff)
     return _bench(args)

@@ -14,8 +14,8 @@ from typing import Any, Dict, List
 import numpy as np
 import torch
 
-from ._bench import environment, pick_device
-from ._models import build_sam, synthetic_image
+from .bench import environment, pick_device
+from .models import build_sam, synthetic_image
 
 
 def _rss_mb() -> float:

@@ -1,0 +1,80 @@
+"""The hot path: what a patched ``predict`` does on every call.
+
+:func:`predict_wrapper` decides the mode of one call (keyword, module rule,
+run-time override, environment), runs upstream's function (numpy) or the
+family's GPU path (tensors), and records the call (counters, KPI event).
+:func:`inside_gpu_calls` wraps a model-internal step so that its sync-free
+replacement runs only inside GPU-mode calls.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Callable
+
+from . import _config, _telemetry
+from .families import Wrapper
+
+
+def predict_wrapper(family: str, resident: Callable[..., Any]) -> Wrapper:
+    """The wrapper around a predictor's ``predict``: dispatch, count, KPI."""
+    resolve = _config.resolve_as_numpy
+    strict = _config.strict
+    emit = _telemetry.emit_predict
+    clock = time.perf_counter
+    site_of = _telemetry.call_site
+    record = _telemetry.record
+    device_timer = _telemetry.device_timer
+
+    def wrapper(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> Any:
+        site = site_of()
+        as_numpy, source = resolve(kwargs.pop("as_numpy", None), site[0])
+        timer = device_timer(instance, as_numpy)
+        started = clock()
+        if as_numpy:
+            out = wrapped(*args, **kwargs)
+        else:
+            out = resident(instance, *args, **kwargs)
+            if strict():
+                from .gpu.strict import make_strict
+
+                out = make_strict(out, site)
+        host_ms = (clock() - started) * 1e3
+        if timer is not None:
+            timer.stop(site)
+        record(site, as_numpy, out, host_ms)
+        emit(instance, out, as_numpy, source, host_ms, family, site)
+        return out
+
+    return wrapper
+
+
+def resident(family: str, function: Callable[..., Any]) -> Callable[[Any], Wrapper]:
+    """``Target.make_wrapper`` for a ``predict`` whose GPU path is ``function``."""
+
+    def make(original: Any) -> Wrapper:
+        return predict_wrapper(family, function)
+
+    return make
+
+
+def inside_gpu_calls(replacement: Callable[..., Any]) -> Callable[[Any], Wrapper]:
+    """``Target.make_wrapper`` that runs ``replacement`` inside GPU-mode calls only.
+
+    Everywhere else (numpy mode, rollback, callers of the model itself) the
+    wrapped function runs unchanged.
+    """
+
+    def make(original: Any) -> Wrapper:
+        from .gpu.sync_free import SYNC_FREE
+
+        flag = SYNC_FREE.get
+
+        def wrapper(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> Any:
+            if flag():
+                return replacement(instance, *args, **kwargs)
+            return wrapped(*args, **kwargs)
+
+        return wrapper
+
+    return make

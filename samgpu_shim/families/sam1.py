@@ -1,0 +1,190 @@
+"""segment-anything (SAM 1): ``SamPredictor`` on the GPU-resident path.
+
+``predict`` reproduces upstream step for step (same prompt transforms, same
+``predict_torch`` call) without forcing the host to wait: prompts go up in
+one packed non-blocking copy (:mod:`samgpu_shim.gpu.prompts`), the prompt
+encoder's ``_embed_points`` runs its sync-free twin inside the call
+(:mod:`samgpu_shim.gpu.sync_free`), graph mode replays the work when on
+(:mod:`samgpu_shim.gpu.graphs`), and the outputs stay on the device.
+``set_image`` takes CUDA frames and the encoder precision opt-in
+(:mod:`samgpu_shim.gpu.image`). The packages that ship a copy of SAM 1's
+predictor (SAM-HQ, MobileSAM, EfficientViT-SAM) reuse :func:`copy_targets`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional, Tuple
+
+import torch
+
+from .. import _config
+from .._dispatch import inside_gpu_calls, resident
+from ..gpu import graphs
+from ..gpu.image import encoder_precision, get_rel_pos_sync_free, gpu_path_on, set_image_tensor
+from ..gpu.prompts import (
+    IMAGE_NOT_SET,
+    PromptError,
+    Prompts,
+    batched,
+    box_tensor,
+    check_shape,
+    points_tensor,
+    prompt_tensor,
+)
+from ..gpu.sync_free import SYNC_FREE, embed_points_sync_free
+from . import Family, Target, Wrapper, params_check, signatures
+
+
+def predict_resident(
+    predictor: Any,
+    point_coords: Optional[Any] = None,
+    point_labels: Optional[Any] = None,
+    box: Optional[Any] = None,
+    mask_input: Optional[Any] = None,
+    multimask_output: bool = True,
+    return_logits: bool = False,
+    *,
+    _torch_kwargs: Optional[dict] = None,
+    _allow_graphs: bool = True,
+) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``SamPredictor.predict`` that returns tensors on ``predictor.device``.
+
+    Same parameters, checks and values as upstream; nothing in it waits for
+    the GPU. Shapes are checked before anything runs, so a bad prompt leaves
+    the predictor exactly as it was.
+    """
+    if not predictor.is_image_set:
+        raise RuntimeError(IMAGE_NOT_SET)
+
+    prompts = Prompts(torch.device(predictor.device))
+    if point_coords is not None:
+        if point_labels is None:
+            raise PromptError("point_labels must be supplied if point_coords is supplied.")
+        coords = points_tensor(predictor, point_coords)
+        check_shape("point_coords", coords.shape, coords.dim() == 2 and coords.shape[-1] == 2, "(N, 2)")
+        labels = prompt_tensor("point_labels", point_labels, torch.int)
+        check_shape(
+            "point_labels",
+            labels.shape,
+            labels.dim() == 1 and labels.shape[0] == coords.shape[0],
+            f"({coords.shape[0]},) to match point_coords",
+        )
+        prompts.put("coords", coords)
+        prompts.put("labels", labels)
+    if box is not None:
+        prompts.put("box", box_tensor(predictor, box))
+    if mask_input is not None:
+        mask_t = prompt_tensor("mask_input", mask_input, torch.float)
+        size = tuple(predictor.model.prompt_encoder.mask_input_size)
+        check_shape(
+            "mask_input", mask_t.shape, tuple(mask_t.shape) == (1, *size), str((1, *size))
+        )
+        prompts.put("mask", mask_t)
+
+    token = SYNC_FREE.set(True)
+    try:
+        if _allow_graphs and graphs.usable(prompts.device):
+            replayed = graphs.predict(predictor, prompts, multimask_output, return_logits)
+            if replayed is not None:
+                return replayed
+        tensors = prompts.on_device()
+        masks, iou_predictions, low_res_masks = predictor.predict_torch(
+            *batched(tensors),
+            multimask_output,
+            return_logits=return_logits,
+            **(_torch_kwargs or {}),
+        )
+    finally:
+        SYNC_FREE.reset(token)
+    return masks[0].detach(), iou_predictions[0].detach(), low_res_masks[0].detach()
+
+
+
+
+def _set_image(original: Any) -> Wrapper:
+    def wrapper(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> Any:
+        image = args[0] if args else kwargs.get("image")
+        if isinstance(image, torch.Tensor) and gpu_path_on():
+            return set_image_tensor(instance, *args, **kwargs)
+        return wrapped(*args, **kwargs)  # numpy frames: upstream's exact path
+
+    return wrapper
+
+
+def _set_torch_image(original: Any) -> Wrapper:
+    def wrapper(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> Any:
+        device = instance.device
+        if device.type != "cuda" or _config.encoder_precision() == "fp32" or not gpu_path_on():
+            return wrapped(*args, **kwargs)
+        with encoder_precision(device):
+            wrapped(*args, **kwargs)
+        if instance.features is not None and instance.features.dtype != torch.float32:
+            # The decoder runs in float32 outside autocast: hand it float32.
+            instance.features = instance.features.float()
+        return None
+
+    return wrapper
+
+
+def _get_rel_pos(original: Any) -> Wrapper:
+    def wrapper(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> Any:
+        rel_pos = args[2] if len(args) > 2 else kwargs.get("rel_pos")
+        if getattr(rel_pos, "is_cuda", False) and gpu_path_on():
+            return get_rel_pos_sync_free(*args, **kwargs)
+        return wrapped(*args, **kwargs)
+
+    return wrapper
+
+
+def copy_targets(
+    family: Family,
+    package: str,
+    predict_params: Tuple[str, ...],
+    gpu_predict: Any,
+    predictor: Tuple[str, str] = ("predictor", "SamPredictor"),
+    encoder_module: str = "modeling.prompt_encoder",
+) -> Tuple[Target, ...]:
+    """``predict`` and the prompt encoder of a package that copies SAM 1's predictor.
+
+    ``predictor`` is (module under ``package``, class), ``encoder_module`` the
+    prompt encoder's module under ``package``; the defaults are SAM 1's layout.
+    """
+    predictor_module, predictor_class = predictor
+    return (
+        Target(
+            module=f"{package}.{predictor_module}",
+            attribute=f"{predictor_class}.predict",
+            make_wrapper=resident(family.name, gpu_predict),
+            check=params_check(predict_params),
+            adds_as_numpy=True,
+        ),
+        Target(
+            module=f"{package}.{encoder_module}",
+            attribute="PromptEncoder._embed_points",
+            make_wrapper=inside_gpu_calls(embed_points_sync_free),
+            check=params_check(signatures.SAM1_EMBED_POINTS),
+        ),
+    )
+
+
+def targets(family: Family) -> Tuple[Target, ...]:
+    return copy_targets(family, "segment_anything", signatures.SAM1_PREDICT, predict_resident) + (
+        Target(
+            module="segment_anything.predictor",
+            attribute="SamPredictor.set_image",
+            make_wrapper=_set_image,
+            check=params_check(signatures.SAM1_SET_IMAGE),
+        ),
+        Target(
+            module="segment_anything.predictor",
+            attribute="SamPredictor.set_torch_image",
+            make_wrapper=_set_torch_image,
+            check=params_check(signatures.SAM1_SET_TORCH_IMAGE),
+        ),
+        Target(
+            module="segment_anything.modeling.image_encoder",
+            attribute="get_rel_pos",
+            make_wrapper=_get_rel_pos,
+            check=params_check(signatures.SAM1_GET_REL_POS),
+        ),
+    )
