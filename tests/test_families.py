@@ -1,4 +1,5 @@
-"""The SAM 1 forks behind the same import: SAM-HQ, MobileSAM (two packages), EfficientViT-SAM.
+"""What is particular to the SAM 1 forks (SAM-HQ, MobileSAM, EfficientViT-SAM); the
+contract every family keeps is tests/family_contract.py.
 
 Each runs only where its package is installed; otherwise it is skipped with
 the reason. Values come from each fork's own predictor, unpatched.
@@ -12,10 +13,9 @@ import pytest
 import torch
 
 import samgpu_shim
-from samgpu_shim.syncs import SyncProneOps
 from samgpu_shim.tools.models import synthetic_image
 
-from conftest import assert_equal_to_upstream, assert_same_arrays, run_python
+from conftest import assert_equal_to_upstream, run_python
 from prompts import PROMPT_MIXES
 
 # family -> (module holding the predictor, predictor class, prompt encoder module, builder)
@@ -77,25 +77,6 @@ def _upstream(module, predictor, *args, **kwargs):
     return samgpu_shim.get_original(module.cls, "predict")(predictor, *args, **kwargs)
 
 
-@pytest.mark.parametrize("mix", MIXES)
-def test_fork_gpu_mode_equals_its_upstream(fork, mix):  # also: tensor prompts below
-    name, module, predictor = fork
-    args, kwargs = PROMPT_MIXES[mix]
-    expected = _upstream(module, predictor, *args, **kwargs)
-    with SyncProneOps() as ops:
-        got = predictor.predict(*args, **kwargs)
-    assert ops.calls == []
-    assert_equal_to_upstream(expected, got, predictor.device)
-    for exp, out in zip(expected, predictor.predict(*args, **kwargs, as_numpy=True)):
-        assert_same_arrays(exp, out)
-
-
-def test_fork_status(fork):
-    name, module, predictor = fork
-    row = next(r for r in samgpu_shim.status() if r["family"] == name)
-    assert row["installed"] == "yes" and row["status"] == "patched"
-
-
 @pytest.mark.parametrize("hq_token_only", [False, True])
 def test_sam_hq_token_only(sam_hq, hq_token_only):
     name, module, predictor = sam_hq
@@ -108,22 +89,6 @@ def test_sam_hq_token_only(sam_hq, hq_token_only):
     got = predictor.predict(pc, pl, kwargs["box"], None, True, False, hq_token_only)
     assert_equal_to_upstream(_upstream(module, predictor, pc, pl, kwargs["box"], None, True, False, hq_token_only),
                              got, predictor.device)
-
-
-def test_unpatch_restores_every_family(fork):
-    name, module, predictor = fork
-    original = samgpu_shim.get_original(module.cls, "predict")
-    samgpu_shim.unpatch()
-    try:
-        assert module.cls.__dict__["predict"] is original
-        assert not hasattr(module.encoder.__dict__["_embed_points"], "__wrapped__")
-        if name == "segment-anything-hq":
-            from segment_anything_hq.modeling.mask_decoder_hq import MaskDecoderHQ
-
-            assert not hasattr(MaskDecoderHQ.__dict__["forward"], "__wrapped__")
-    finally:
-        samgpu_shim.patch()
-    assert samgpu_shim.is_patched(name)
 
 
 @_needs("mobile_sam")
@@ -147,15 +112,15 @@ print(type(p.predict(np.array([[5, 5]]), np.array([1]))[0]).__name__)
 
 def test_graph_mode_is_not_used_for_sam_hq(sam_hq):
     name, module, predictor = sam_hq
-    from samgpu_shim import _resident
+    from samgpu_shim.gpu import graphs
 
     calls = []
-    real = _resident._graphs.usable
-    _resident._graphs.usable = lambda device: calls.append(device) or real(device)
+    real = graphs.usable
+    graphs.usable = lambda device: calls.append(device) or real(device)
     try:
         predictor.predict(*PROMPT_MIXES["point_multimask"][0], **PROMPT_MIXES["point_multimask"][1])
     finally:
-        _resident._graphs.usable = real
+        graphs.usable = real
     assert calls == []
     assert torch.is_tensor(predictor.predict()[0])
 

@@ -17,8 +17,8 @@ import torch
 from segment_anything import SamPredictor
 
 import samgpu_shim
-from samgpu_shim.families import Target, sam1
 from samgpu_shim import _telemetry as _kpi
+from samgpu_shim.families import Target, sam1
 from samgpu_shim.gpu.prompts import PromptError
 from samgpu_shim.tools.models import build_sam, synthetic_image
 

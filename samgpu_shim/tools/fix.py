@@ -16,10 +16,9 @@ import functools
 import json
 import re
 import sys
-from typing import TYPE_CHECKING, Callable, Dict, List, Optional, Set, Tuple
+from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 
-if TYPE_CHECKING:
-    from .audit import Project
+from ..families.signatures import PATCHED_METHODS
 
 _MAGIC = "#__samgpu_magic__"
 
@@ -29,7 +28,6 @@ def _transform(source: str, targets: Set[Tuple[int, int]]) -> Tuple[str, int]:
     import libcst as cst
     from libcst.metadata import MetadataWrapper, PositionProvider
 
-    from .audit import PREDICT_METHODS
 
     # ast columns are UTF-8 byte offsets; libcst's are characters.
     lines = source.splitlines()
@@ -46,7 +44,7 @@ def _transform(source: str, targets: Set[Tuple[int, int]]) -> Tuple[str, int]:
 
         def leave_Call(self, original: cst.Call, updated: cst.Call) -> cst.BaseExpression:
             func = original.func
-            if not (isinstance(func, cst.Attribute) and func.attr.value in PREDICT_METHODS):
+            if not (isinstance(func, cst.Attribute) and func.attr.value in PATCHED_METHODS):
                 return updated
             start = self.get_metadata(PositionProvider, original).start
             if (start.line, start.column) not in wanted:
@@ -145,8 +143,11 @@ def _fix_notebook(path: str, targets: Dict[int, Set[Tuple[int, int]]], write: bo
     return total
 
 
-def apply_fixes(project: Project, write: bool = True, show_diff: bool = False) -> int:
-    """Pin every source of every finding; returns how many calls were (or would be) changed."""
+def apply_fixes(project: Any, write: bool = True, show_diff: bool = False) -> int:
+    """Pin every source of every finding of an audit ``Project``.
+
+    Returns how many calls were (or would be) changed.
+    """
     py: Dict[str, Set[Tuple[int, int]]] = {}
     notebooks: Dict[str, Dict[int, Set[Tuple[int, int]]]] = {}
     wanted = set()
