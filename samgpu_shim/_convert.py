@@ -21,16 +21,27 @@ def _tensor_to_numpy(t: Any) -> Any:
     return t.cpu().numpy()
 
 
+def _tensor_to_host(t: Any) -> Any:
+    # A 0-d tensor (a score, an area) becomes a Python number: what a result
+    # packet and json.dumps expect. Anything else becomes an ndarray.
+    if t.dim() == 0:
+        return t.item()
+    return _tensor_to_numpy(t)
+
+
 def to_numpy(obj: Any) -> Any:
     """Convert every ``torch.Tensor`` inside ``obj`` to a numpy array.
 
+    A 0-d tensor becomes a Python number (``int``, ``float`` or ``bool``, as
+    ``Tensor.item()`` gives), so that a packet of statistics serialises with
+    plain :func:`json.dumps`; tensors of one or more dimensions become arrays.
     Tuples (named tuples too), lists and dicts are rebuilt with the same type;
     anything else is returned unchanged. This is where a GPU result pays its
     one device-to-host copy: call it on the final result packet, not per step.
     """
     torch = _torch()
     if torch is not None and isinstance(obj, torch.Tensor):
-        return _tensor_to_numpy(obj)
+        return _tensor_to_host(obj)
     if isinstance(obj, dict):
         # copy() keeps the subclass and its state (defaultdict's factory, say).
         out = obj.copy()

@@ -25,7 +25,7 @@ def test_to_numpy_nested_keeps_container_types():
     assert isinstance(out["masks"], np.ndarray) and out["masks"].dtype == np.bool_
     assert isinstance(out["pair"], tuple) and isinstance(out["pair"][1], list)
     assert out["pair"][1][1] == "label"
-    assert isinstance(out["point"], Point) and isinstance(out["point"].x, np.ndarray)
+    assert isinstance(out["point"], Point) and out["point"].x == 1.0 and type(out["point"].x) is float
     assert isinstance(out["dd"], collections.defaultdict) and out["dd"].default_factory is list
     assert out["arr"] is packet["arr"]
     assert isinstance(packet["masks"], torch.Tensor)  # input untouched
@@ -73,3 +73,17 @@ def test_pickling(predictor):
     assert torch.equal(got[0], predictor.predict(np.array([[10, 10]]), np.array([1]))[0])
     with pytest.raises(NotImplementedError):
         pickle.dumps(SamPredictor.predict)  # a wrapt proxy: documented limitation
+
+
+def test_zero_dim_tensors_become_python_numbers():
+    packet = samgpu_shim.to_numpy(
+        {"score": torch.tensor(0.5), "area": torch.tensor(12), "hit": torch.tensor(True), "box": torch.arange(4)}
+    )
+    assert type(packet["score"]) is float and packet["score"] == 0.5
+    assert type(packet["area"]) is int and type(packet["hit"]) is bool
+    assert isinstance(packet["box"], np.ndarray) and packet["box"].shape == (4,)
+    assert json.loads(json.dumps({k: v for k, v in packet.items() if k != "box"})) == {
+        "score": 0.5, "area": 12, "hit": True
+    }
+    # bfloat16 scalars too
+    assert samgpu_shim.to_numpy(torch.tensor(1.5, dtype=torch.bfloat16)) == 1.5

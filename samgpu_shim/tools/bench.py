@@ -55,6 +55,38 @@ def summary(samples_ms: List[float]) -> Dict[str, float]:
     }
 
 
+class _NoProgress:
+    def update(self, n: int = 1) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def progress(total: int, label: str, quiet: bool = False) -> Any:
+    """A progress bar on a terminal (tqdm); nothing when piped, with --json, or without tqdm."""
+    if quiet or not sys.stderr.isatty():
+        return _NoProgress()
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return _NoProgress()
+    return tqdm(total=total, desc=label, unit="call", leave=False, file=sys.stderr)
+
+
+# Round-to-round spread of the p50 above which figures are called noisy.
+NOISY_SPREAD = 0.2
+
+
+def noise(samples: List[float], rounds: int) -> float:
+    """Spread of the p50 between consecutive rounds: (max - min) / median of the round p50s."""
+    size = max(len(samples) // rounds, 1)
+    p50s = [statistics.median(samples[i : i + size]) for i in range(0, size * rounds, size) if samples[i : i + size]]
+    if len(p50s) < 2:
+        return 0.0
+    return (max(p50s) - min(p50s)) / statistics.median(p50s)
+
+
 def _syncs_per_call(fn: Callable[[], Any], device: torch.device, repeats: int = 5) -> Dict[str, Any]:
     if device.type == "cuda":
         total = 0
@@ -80,6 +112,7 @@ def run_model(
     cuda_graphs: bool = False,
     kpi: bool = False,
     family: str = "sam",
+    quiet: bool = False,
 ) -> Dict[str, Any]:
     import samgpu_shim
 
@@ -187,11 +220,17 @@ def run_model(
 
     samples: Dict[str, List[float]] = {name: [] for name in paths}
     clock = time.perf_counter
-    for _ in range(calls):
-        for name, fn in paths.items():
-            t0 = clock()
-            fn()
-            samples[name].append((clock() - t0) * 1e3)
+    bar = progress(calls * len(paths), f"{model} on {device.type}", quiet)
+    try:
+        for _ in range(calls):
+            for name, fn in paths.items():
+                t0 = clock()
+                fn()
+                samples[name].append((clock() - t0) * 1e3)
+                bar.update()
+    finally:
+        bar.close()
+    rounds = min(5, calls)
 
     rows = []
     for name in paths:
@@ -202,6 +241,7 @@ def run_model(
                 "calls": calls,
                 **syncs[name],
                 **summary(samples[name]),
+                "p50_spread_between_rounds": round(noise(samples[name], rounds), 4),
                 "samples_ms": [round(s, 4) for s in samples[name]],
             }
         )
@@ -312,8 +352,54 @@ def format_table(report: Dict[str, Any]) -> str:
         lines.append(note)
         if result.get("graph_capture_ms") is not None:
             lines.append(f"CUDA graph capture (first call of the signature): {result['graph_capture_ms']:.1f} ms")
-        lines.append(f"({result['rows'][0]['sync_measure']})")
+        if result["rows"][0]["sync_measure"].startswith("sync-prone"):
+            lines.append(
+                "(syncs/call on a CPU counts the operations that make the host wait for a GPU, such as nonzero, "
+                ".item() and .cpu(): a CPU has nothing to wait for, so this is a proxy; on CUDA the count is real)"
+            )
+        else:
+            lines.append("(syncs/call counted with CUDA's sync debug mode)")
+    lines.append("")
+    lines.append(verdict(report))
     return "\n".join(lines)
+
+
+def verdict(report: Dict[str, Any]) -> str:
+    """One paragraph in plain words: what this run shows, and how far to trust it."""
+    on_cuda = report["environment"]["device"].startswith("cuda")
+    parts = []
+    for result in report["results"]:
+        by_path = {row["path"]: row for row in result["rows"]}
+        up = by_path["upstream predict (numpy out)"]
+        shim = by_path["shim predict (tensors out)"]
+        same = "gave identical results" if result["identical_to_upstream"] else "did NOT give identical results"
+        text = (
+            f"{result['model']}: the shim {same} to upstream, with {shim['syncs_per_call']:.0f} host syncs per call "
+            f"against upstream's {up['syncs_per_call']:.0f}; p50 {shim['p50_ms']:.2f} ms against "
+            f"{up['p50_ms']:.2f} ms ({up['p50_ms'] / shim['p50_ms']:.2f}x)"
+        )
+        graph = by_path.get("shim predict, CUDA graph replay")
+        if graph:
+            text += f", {graph['p50_ms']:.2f} ms in graph mode"
+        pipe = by_path.get("frame pipeline, shim on device")
+        if pipe:
+            speedup = by_path["frame pipeline, numpy on upstream"]["p50_ms"] / pipe["p50_ms"]
+            text += f"; the frame pipeline {speedup:.1f}x faster on the device"
+        parts.append(text + ".")
+        noisy = [r["path"] for r in result["rows"] if r.get("p50_spread_between_rounds", 0) > NOISY_SPREAD]
+        if noisy:
+            worst = max(r["p50_spread_between_rounds"] for r in result["rows"])
+            parts.append(
+                f"Noisy: the p50 moved by up to {worst:.0%} between rounds ({', '.join(noisy)}); the machine is busy "
+                "or throttling, so rerun on a quiet one before quoting these figures."
+            )
+    if not on_cuda:
+        parts.append(
+            "This ran on a CPU: it shows that the results are identical and that the GPU path has no "
+            "sync-prone operation, but not the GPU speed-up, since a CPU has no device to wait for (a ratio near "
+            "1.0 is expected). The README's figures were measured on an H100."
+        )
+    return "Verdict: " + " ".join(parts)
 
 
 def plot(report: Dict[str, Any], path: str) -> None:
@@ -358,6 +444,7 @@ def run(args: Any) -> Dict[str, Any]:
                 cuda_graphs=getattr(args, "cuda_graphs", False),
                 kpi=getattr(args, "kpi", False),
                 family=family,
+                quiet=bool(getattr(args, "json", None)),
             )
         )
     return report
