@@ -205,9 +205,11 @@ def patch(*targets: str) -> bool:
         if not _armed:
             _telemetry.install_file_handler(settings.kpi_file)
         if not targets and not any(_findable(f.hook_module) for f in families):
-            _logger.warning(
-                "samgpu_shim: no supported SAM package is installed (%s); the patch "
-                "applies if one is imported later",
+            # Not a failure (docs builds, tools, an app that installs SAM
+            # later): said at INFO, so that it shows only when asked for.
+            _logger.info(
+                "samgpu_shim: armed; none of the supported SAM packages (%s) is installed yet, "
+                "the patch applies when one is imported",
                 ", ".join(f.hook_module for f in families),
             )
         armed_any = False
