@@ -55,9 +55,34 @@ def test_scalar_tensor_index_syncs(gpu_predictor):
 
 
 def test_upstream_syncs_are_seen(gpu_predictor):
-    # The detector must be able to fail on this machine.
+    # The detector must be able to fail on this machine; and the README's
+    # figure for one point is exactly 11.
+    upstream(gpu_predictor, PC[:1], PL[:1])
     n, _ = count_cuda_syncs(lambda: upstream(gpu_predictor, PC[:1], PL[:1]))
-    assert n >= 9
+    assert n == 11
+
+
+def test_kpi_path_adds_no_sync(gpu_predictor):
+    """A handler formatting every event, device time on: still no host sync."""
+    import logging
+
+    class Formatting(logging.Handler):
+        def emit(self, record):
+            self.format(record)
+
+    logger = logging.getLogger(samgpu_shim.KPI_LOGGER_NAME)
+    handler = Formatting(level=logging.INFO)
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    samgpu_shim.configure(kpi_device_time=True)
+    try:
+        gpu_predictor.predict(PC, PL)
+        n, _ = count_cuda_syncs(lambda: [gpu_predictor.predict(PC, PL) for _ in range(5)])
+        assert n == 0
+    finally:
+        samgpu_shim.configure(kpi_device_time=None)
+        logger.removeHandler(handler)
+        logger.setLevel(logging.NOTSET)
 
 
 def test_device_tensor_prompts_and_feedback_loop(gpu_predictor):

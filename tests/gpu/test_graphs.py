@@ -51,7 +51,8 @@ def test_graph_equals_eager_and_does_not_sync(sam, graphs, mix):
     p = SamPredictor(sam)
     p.set_image(synthetic_image(1080, 1920, seed=1))
     args, kwargs = PROMPT_MIXES[mix]
-    first = p.predict(*args, **kwargs)  # captures
+    captured, first = count_cuda_syncs(lambda: p.predict(*args, **kwargs))  # captures
+    assert captured == 1  # the capture prologue's one sync (docs/graphs.rst)
     n, second = count_cuda_syncs(lambda: p.predict(*args, **kwargs))
     assert n == 0
     expected = _eager(p, *args, **kwargs)

@@ -1,0 +1,80 @@
+"""Figures in the docs against their results files: a drift fails here."""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import re
+
+ROOT = pathlib.Path(__file__).parent.parent
+RESULTS = ROOT / "docs" / "results"
+PAGES = sorted((ROOT / "docs").glob("*.rst")) + [ROOT / "README.md"]
+# run number in the main table of docs/benchmarks.rst -> its results file
+RUN_FILES = {
+    "1": "bench-h100-run1.json",
+    "2": "bench-h100-run2.json",
+    "3": "bench-h100-run3-graphs.json",
+    "4": "bench-h100-run4-graphs.json",
+    "5": "bench-h100x2-run5-graphs-kpi.json",
+}
+
+
+def _rows(name):
+    data = json.loads((RESULTS / name).read_text())
+    return {(r["model"], row["path"]): row for r in data["results"] for row in r["rows"]}
+
+
+def test_every_results_file_named_in_the_docs_exists():
+    names = set()
+    for page in PAGES:
+        text = page.read_text(encoding="utf-8")
+        names |= set(re.findall(r"docs/results/([A-Za-z0-9_.+-]+[A-Za-z0-9])", text))
+        names |= set(re.findall(r"``((?:bench|refactor|frames|strict)[A-Za-z0-9_.-]*run\d+[a-z0-9-]*)", text))
+    assert names
+    for name in sorted(names):
+        base = name.rstrip("*").rstrip(".")
+        assert any(p.name.startswith(base) for p in RESULTS.iterdir()), f"{name} is in no file under docs/results"
+
+
+def test_main_benchmark_table_matches_its_json():
+    text = (ROOT / "docs" / "benchmarks.rst").read_text()
+    pattern = re.compile(r"^(\d)\s+(vit_[bh])\s+(.+?)\s{2,}(\d+)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)\s*$", re.M)
+    checked = 0
+    for run, model, path, syncs, p50, p99, top in pattern.findall(text):
+        # the table shortens one path name
+        name = {"shim, CUDA graph replay": "shim predict, CUDA graph replay"}.get(path.strip(), path.strip())
+        row = _rows(RUN_FILES[run])[(model, name)]
+        assert round(row["syncs_per_call"]) == int(syncs), (run, model, path)
+        for key, shown in (("p50_ms", p50), ("p99_ms", p99), ("max_ms", top)):
+            assert abs(row[key] - float(shown)) <= 0.006, (run, model, path, key, row[key], shown)
+        checked += 1
+    assert checked >= 40
+
+
+def test_current_run_table_matches_its_json():
+    text = (ROOT / "docs" / "benchmarks.rst").read_text()
+    section = text.split("Current run (H100, run 19")[1].split("The runs\n")[0]
+    cells = re.findall(r"\* - (before|after)\n\s+- (\d)\n\s+- ([\d.]+) / ([\d.]+)\n\s+- ([\d.]+) / ([\d.]+)\n"
+                       r"\s+- ([\d.]+) / ([\d.]+)", section)
+    assert len(cells) == 4
+    for code, pair, *figures in cells:
+        rows = _rows(f"refactor-h100-run19-{code}-{pair}.json")
+        paths = ("upstream predict (numpy out)", "shim predict (tensors out)", "shim predict, CUDA graph replay")
+        expected = []
+        for path in paths:
+            expected += [rows[("vit_h", path)]["p50_ms"], rows[("vit_h", path)]["p99_ms"]]
+        assert [float(f) for f in figures] == [round(e, 3) for e in expected], (code, pair)
+
+
+def test_run17_and_kpi_figures_in_prose():
+    text = (ROOT / "docs" / "benchmarks.rst").read_text()
+    rows17 = _rows("bench-h100-run17-graphs.json")
+    shim = rows17[("vit_h", "shim predict (tensors out)")]["p50_ms"]
+    ratio = shim / rows17[("vit_h", "upstream predict (numpy out)")]["p50_ms"]
+    assert f"shim/upstream p50\n{ratio:.2f}" in text or f"shim/upstream p50 {ratio:.2f}" in text.replace("\n", " ")
+    rows5 = _rows("bench-h100x2-run5-graphs-kpi.json")
+    for model, shown in (("vit_h", "+4.2%"), ("vit_b", "+4.1%")):
+        cost = rows5[(model, "shim predict, KPI events on")]["p50_ms"] / rows5[(model, "shim predict (tensors out)")][
+            "p50_ms"
+        ] - 1
+        assert f"{cost:+.1%}" == shown and shown in text
