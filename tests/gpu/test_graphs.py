@@ -52,7 +52,10 @@ def test_graph_equals_eager_and_does_not_sync(sam, graphs, mix):
     p.set_image(synthetic_image(1080, 1920, seed=1))
     args, kwargs = PROMPT_MIXES[mix]
     captured, first = count_cuda_syncs(lambda: p.predict(*args, **kwargs))  # captures
-    assert captured == 1  # the capture prologue's one sync (docs/graphs.rst)
+    # What sync debug mode sees on the capturing call: nothing. PyTorch's
+    # capture prologue calls torch.cuda.synchronize(), which that mode does
+    # not report (docs/graphs.rst says so; H100 run 20).
+    assert captured == 0
     n, second = count_cuda_syncs(lambda: p.predict(*args, **kwargs))
     assert n == 0
     expected = _eager(p, *args, **kwargs)
