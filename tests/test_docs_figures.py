@@ -78,3 +78,21 @@ def test_run17_and_kpi_figures_in_prose():
             "p50_ms"
         ] - 1
         assert f"{cost:+.1%}" == shown and shown in text
+
+
+def test_readme_table_is_run_5():
+    text = (ROOT / "README.md").read_text()
+    rows = _rows(RUN_FILES["5"])
+    shown = {
+        "upstream predict (numpy out)": "| upstream `predict` (numpy out) |",
+        "shim predict (tensors out)": "| shim `predict` (tensors out, waited for) |",
+        "shim predict, CUDA graph replay": "| shim in graph mode (`SAMGPU_CUDA_GRAPHS=1`) |",
+        "frame pipeline, numpy on upstream": "| frame pipeline, numpy on upstream's output |",
+        "frame pipeline, shim on device": "| frame pipeline, statistics on the device, one copy |",
+    }
+    for path, start in shown.items():
+        line = next(line for line in text.splitlines() if line.startswith(start))
+        syncs, p50, p99 = (cell.strip() for cell in line[len(start):].strip(" |").split("|"))
+        row = rows[("vit_h", path)]
+        assert round(row["syncs_per_call"]) == int(syncs)
+        assert f"{row['p50_ms']:.2f}" == p50 and f"{row['p99_ms']:.2f}" == p99, (path, row["p50_ms"], row["p99_ms"])
