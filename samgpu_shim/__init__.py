@@ -17,15 +17,16 @@ from ._config import (
     ENV_KPI_DEVICE_TIME,
     ENV_KPI_FILE,
     ENV_KPI_SAMPLE,
+    ENV_METRICS,
     ENV_STRICT,
     configure,
 )
 from ._convert import json_default, to_numpy
 from ._lifecycle import get_original, is_patched, patch, status, unpatch
+from ._metrics import start_metrics_server
 from ._streams import ready_event
 from ._telemetry import EVENT_DEVICE_TIME, EVENT_PREDICT, KPI_LOGGER_NAME
-
-__version__ = "0.1.0"
+from ._version import __version__
 
 __all__ = [
     "ENV_AS_NUMPY",
@@ -36,6 +37,7 @@ __all__ = [
     "ENV_KPI_DEVICE_TIME",
     "ENV_KPI_FILE",
     "ENV_KPI_SAMPLE",
+    "ENV_METRICS",
     "ENV_STRICT",
     "EVENT_DEVICE_TIME",
     "EVENT_PREDICT",
@@ -52,10 +54,12 @@ __all__ = [
     "patch",
     "ready_event",
     "reset_stats",
+    "start_metrics_server",
     "stats",
     "status",
     "to_numpy",
     "unpatch",
+    "__version__",
 ]
 
 

@@ -70,6 +70,18 @@ def _sample(name: str, raw: Optional[str]) -> int:
         return 1
 
 
+METRIC_BACKENDS = ("otel", "prometheus")
+
+
+def _metrics(name: str, raw: Optional[str]) -> Tuple[str, ...]:
+    names = _modules(name, raw)
+    unknown = [n for n in names if n not in METRIC_BACKENDS]
+    if unknown:
+        _logger.warning("%s=%r: unknown backend(s) %s ignored; known: %s", name, raw, ", ".join(unknown),
+                        ", ".join(METRIC_BACKENDS))
+    return tuple(n for n in names if n in METRIC_BACKENDS)
+
+
 def _precision(name: str, raw: Optional[str]) -> str:
     if raw is None or not raw.strip():
         return "fp32"
@@ -103,6 +115,16 @@ def _precision_arg(key: str, value: Any) -> str:
     if value not in PRECISIONS:
         raise ValueError(f"configure({key}=...) must be one of {PRECISIONS} or None, got {value!r}")
     return value
+
+
+def _metrics_arg(key: str, value: Any) -> Tuple[str, ...]:
+    if isinstance(value, str):
+        value = [v.strip() for v in value.split(",") if v.strip()]
+    names = tuple(value)
+    unknown = [n for n in names if n not in METRIC_BACKENDS]
+    if unknown:
+        raise ValueError(f"configure({key}=...): unknown backend(s) {unknown}; choose from {METRIC_BACKENDS}")
+    return names
 
 
 def _cache_size_arg(key: str, value: Any) -> int:
@@ -184,6 +206,13 @@ SETTINGS: Tuple[Setting, ...] = (
         _bool_arg,
     ),
     Setting(
+        "metrics", "SAMGPU_METRICS", _metrics, (), "comma list of otel, prometheus",
+        "Record every call as metrics too: otel (the OpenTelemetry API's global MeterProvider) and/or "
+        "prometheus (prometheus_client's default registry). A backend whose package is missing is one "
+        "warning. See docs/kpi.rst (Dashboards).",
+        _metrics_arg,
+    ),
+    Setting(
         "graph_cache_size", None, None, DEFAULT_GRAPH_CACHE_SIZE, "an int >= 1",
         "Captured graphs kept per predictor in graph mode (least recently used out).",
         _cache_size_arg, none_resets=False,
@@ -209,9 +238,11 @@ ENV_ENCODER_PRECISION = "SAMGPU_ENCODER_PRECISION"
 """Image encoder precision on CUDA."""
 ENV_STRICT = "SAMGPU_STRICT"
 """Strict mode for CPU test runs."""
+ENV_METRICS = "SAMGPU_METRICS"
+"""Metrics backends: otel, prometheus."""
 assert {s.env for s in SETTINGS if s.env} == {
     ENV_AS_NUMPY, ENV_DISABLE, ENV_KPI_FILE, ENV_CUDA_GRAPHS, ENV_AS_NUMPY_MODULES, ENV_KPI_SAMPLE,
-    ENV_KPI_DEVICE_TIME, ENV_ENCODER_PRECISION, ENV_STRICT,
+    ENV_KPI_DEVICE_TIME, ENV_ENCODER_PRECISION, ENV_STRICT, ENV_METRICS,
 }
 
 
@@ -255,6 +286,8 @@ _env: Settings = Settings({s.key: s.default for s in SETTINGS}, ())
 _runtime: Dict[str, Any] = {}
 # module name -> whether a rollback pattern matches it; rebuilt when rules change
 _module_cache: Dict[str, bool] = {}
+# key -> callables run with the new value after configure() changes it
+listeners: Dict[str, List[Callable[[Any], None]]] = {}
 
 
 def load_env(environ: Optional[Mapping[str, str]] = None) -> Settings:
@@ -307,6 +340,9 @@ def configure(**changes: Any) -> None:
         _runtime = runtime
         if "as_numpy_modules" in staged:
             _module_cache.clear()
+    for key in staged:
+        for listener in listeners.get(key, ()):
+            listener(get(key))
 
 
 def get(key: str) -> Any:

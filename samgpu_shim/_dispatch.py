@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from typing import Any, Callable
 
-from . import _config, _telemetry
+from . import _config, _metrics, _telemetry
 from .families import Wrapper
 
 
@@ -25,6 +25,9 @@ def predict_wrapper(family: str, resident: Callable[..., Any]) -> Wrapper:
     site_of = _telemetry.call_site
     record = _telemetry.record
     device_timer = _telemetry.device_timer
+    metric_recorders = _metrics.recorders  # the list itself: filled and emptied in place
+    observe = _metrics.observe
+    device_of = _telemetry.device_of
 
     def wrapper(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> Any:
         site = site_of()
@@ -43,6 +46,8 @@ def predict_wrapper(family: str, resident: Callable[..., Any]) -> Wrapper:
         if timer is not None:
             timer.stop(site)
         record(site, as_numpy, out, host_ms)
+        if metric_recorders:
+            observe(family, as_numpy, source, device_of(out), site, host_ms)
         emit(instance, out, as_numpy, source, host_ms, family, site)
         return out
 

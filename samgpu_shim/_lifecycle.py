@@ -18,7 +18,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Tuple
 
-from . import _config, _telemetry
+from . import _config, _metrics, _telemetry
 from .families import FAMILIES, Family, Target, fork_family
 
 try:
@@ -204,6 +204,9 @@ def patch(*targets: str) -> bool:
             return False
         if not _armed:
             _telemetry.install_file_handler(settings.kpi_file)
+            _metrics.apply(_config.get("metrics"))
+            if _metrics.apply not in _config.listeners.setdefault("metrics", []):
+                _config.listeners["metrics"].append(_metrics.apply)
         if not targets and not any(_findable(f.hook_module) for f in families):
             # Not a failure (docs builds, tools, an app that installs SAM
             # later): said at INFO, so that it shows only when asked for.

@@ -109,6 +109,10 @@ def device_timer(predictor: Any, as_numpy: bool) -> Optional[DeviceTimer]:
     return DeviceTimer(device)
 
 
+# called with (site, ms) for every device time collected (the metrics backends)
+device_time_listeners: List[Any] = []
+
+
 def collect_device_times() -> List[Tuple[Site, float]]:
     """Device times of calls whose events have completed (``query()`` only, no wait)."""
     done: List[Tuple[Site, float]] = []
@@ -120,6 +124,9 @@ def collect_device_times() -> List[Tuple[Site, float]]:
             if entry is not None:
                 entry.device_ms.append(ms)
             done.append((site, ms))
+    for listener in device_time_listeners:
+        for site, ms in done:
+            listener(site, ms)
     return done
 
 
