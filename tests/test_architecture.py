@@ -122,7 +122,7 @@ def test_public_api_is_all():
 def test_every_family_is_a_module_with_targets_and_a_contract():
     from samgpu_shim.families import FAMILIES
 
-    contract = (PACKAGE.parent / "tests" / "test_family_contract.py").read_text()
+    contract = (pathlib.Path(__file__).parent / "test_family_contract.py").read_text()
     for family in FAMILIES:
         assert (PACKAGE / "families" / f"{family.module}.py").exists(), family
         assert f'family = "{family.name}"' in contract, family.name

@@ -1,8 +1,8 @@
 """samgpu-shim: the command line.
 
 Commands: bench (upstream against the shim, interleaved), soak (memory over
-many calls), audit (code that still needs numpy; --fix pins it), doctor
-(settings, patch state, versions). Every mistake in the arguments is a
+many calls), audit (code that still needs numpy; --fix pins it), kpi (a
+report of KPI files), doctor (settings, patch state, versions). Every mistake in the arguments is a
 one-line error and exit status 2, before any work starts.
 """
 
@@ -124,6 +124,19 @@ def _soak(args: argparse.Namespace) -> int:
     return 0
 
 
+def _kpi(args: argparse.Namespace) -> int:
+    from samgpu_shim.tools import kpi
+
+    if args.plot:
+        if importlib.util.find_spec("matplotlib") is None:
+            raise CliError("--plot needs matplotlib: pip install 'samgpu-shim[plot]'")
+        _writable("--plot", args.plot)
+    try:
+        return kpi.main(args.files, args.since, args.until, args.json, args.plot)
+    except kpi.KpiError as exc:
+        raise CliError(str(exc)) from None
+
+
 def _version() -> str:
     import samgpu_shim
 
@@ -135,11 +148,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="samgpu-shim",
         description="GPU-resident Segment Anything predict: benchmark it (bench, soak), migrate code to it "
-        "(audit, audit --fix) and check an install (doctor).",
+        "(audit, audit --fix), report on its KPI files (kpi) and check an install (doctor).",
         formatter_class=fmt,
     )
     parser.add_argument("--version", action="version", version=_version())
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{bench,soak,audit,doctor}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{bench,soak,audit,kpi,doctor}")
     bench = sub.add_parser("bench", help="upstream predict against the shim, interleaved", formatter_class=fmt)
     bench.add_argument(
         "--family",
@@ -190,6 +203,12 @@ def build_parser() -> argparse.ArgumentParser:
         "(needs libcst: the migrate extra)",
     )
     audit.add_argument("--diff", action="store_true", help="print the change --fix would make; write nothing")
+    kpi = sub.add_parser("kpi", help="a report of KPI JSON-lines files (SAMGPU_KPI_FILE)", formatter_class=fmt)
+    kpi.add_argument("files", nargs="+", metavar="FILE", help="KPI files, plain or .gz; rotated logs in any order")
+    kpi.add_argument("--since", help="only events at or after this time (epoch seconds or ISO 8601, UTC if naive)")
+    kpi.add_argument("--until", help="only events at or before this time (same formats)")
+    kpi.add_argument("--json", action="store_true", help="print the report as JSON")
+    kpi.add_argument("--plot", metavar="PATH", help="save a PNG: GPU share over time, latency by mode")
     sub.add_parser("doctor", help="settings in force, patch state and versions", formatter_class=fmt)
     return parser
 
@@ -203,6 +222,8 @@ def main(argv: Optional[List[str]] = None) -> int:
             return doctor.main()
         if args.command == "soak":
             return _soak(args)
+        if args.command == "kpi":
+            return _kpi(args)
         if args.command == "audit":
             from samgpu_shim.tools import audit as _audit
 
