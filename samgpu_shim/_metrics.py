@@ -20,14 +20,24 @@ error. Nothing here touches tensor data, so no host sync is added.
 
 Call sites are bounded: after :data:`MAX_SITES` distinct (module, function)
 pairs, further ones are recorded as ``other``.
+
+The hot path only appends to a bounded in-memory buffer (about a
+microsecond); a daemon thread hands the buffer to the backends every
+:data:`FLUSH_SECONDS` (their own recording costs tens of microseconds per
+call with the OpenTelemetry SDK), and :func:`flush` does it at once. So
+exported series lag the calls by at most that interval; if the buffer ever
+fills (the thread starved), the oldest measurements are dropped.
 """
 
 from __future__ import annotations
 
+import atexit
 import logging
 import sys
 import threading
-from typing import Any, Callable, Dict, List, Optional, Tuple
+import time
+from collections import deque
+from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
 
 from . import _config
 
@@ -39,11 +49,19 @@ MAX_SITES = 200
 # Host latency buckets, 0.5 ms to 500 ms (SAM calls on a GPU: about 1 to 200 ms).
 BUCKETS_MS = (0.5, 1.0, 2.0, 3.0, 5.0, 7.5, 10.0, 15.0, 20.0, 30.0, 50.0, 75.0, 100.0, 200.0, 500.0)
 
+FLUSH_SECONDS = 0.5
+BUFFER = 100_000
+
 Key = Tuple[str, str, str, str, str, str]  # family, mode, source, device, module, function
 
-# What the hot path calls; empty when no backend is on.
+# The backends' recording functions, run by flush(); empty when no backend is on
+# (the dispatcher tests this list before calling observe()).
 recorders: List[Callable[[Key, float], None]] = []
 device_recorders: List[Callable[[Tuple[str, str], float], None]] = []
+_pending: Deque[Tuple[Key, float]] = deque(maxlen=BUFFER)
+_pending_device: Deque[Tuple[Tuple[str, str], float]] = deque(maxlen=BUFFER)
+_flush_lock = threading.Lock()
+_thread: Optional[threading.Thread] = None
 _active: Tuple[str, ...] = ()
 _sites: Dict[Tuple[str, str], Tuple[str, str]] = {}
 _warned: set = set()
@@ -62,9 +80,7 @@ def observe(family: str, as_numpy: bool, source: str, device: str, site: Tuple[s
             host_ms: float) -> None:
     """One predict call (called by the dispatcher only when a backend is on)."""
     module, function = _site(site[0], site[1])
-    key = (family, "numpy" if as_numpy else "gpu", source, device, module, function)
-    for record in recorders:
-        record(key, host_ms)
+    _pending.append(((family, "numpy" if as_numpy else "gpu", source, device, module, function), host_ms))
     if device_recorders and _config.kpi_device_time():
         from ._telemetry import collect_device_times
 
@@ -74,9 +90,39 @@ def observe(family: str, as_numpy: bool, source: str, device: str, site: Tuple[s
 def on_device_time(site: Tuple[str, str, int], ms: float) -> None:
     """Listener of :func:`samgpu_shim._telemetry.collect_device_times`."""
     if device_recorders:
-        short = _site(site[0], site[1])
-        for record in device_recorders:
-            record(short, ms)
+        _pending_device.append((_site(site[0], site[1]), ms))
+
+
+def flush() -> None:
+    """Hand every buffered measurement to the backends now."""
+    with _flush_lock:
+        record_all = list(recorders)
+        record_devices = list(device_recorders)
+        while _pending:
+            key, ms = _pending.popleft()
+            for record in record_all:
+                record(key, ms)
+        while _pending_device:
+            site, ms = _pending_device.popleft()
+            for record in record_devices:
+                record(site, ms)
+
+
+def _drain_forever() -> None:
+    while True:
+        time.sleep(FLUSH_SECONDS)
+        try:
+            flush()
+        except Exception:  # a backend that raises must not kill the thread
+            _logger.warning("samgpu_shim: a metrics backend raised; measurements dropped", exc_info=True)
+
+
+def _start_thread() -> None:
+    global _thread
+    if _thread is None or not _thread.is_alive():
+        _thread = threading.Thread(target=_drain_forever, name="samgpu-shim-metrics", daemon=True)
+        _thread.start()
+        atexit.register(flush)
 
 
 def _graph_stats() -> Optional[Dict[str, Any]]:
@@ -229,8 +275,11 @@ def _make(name: str) -> Optional[Any]:
 def apply(backends: Tuple[str, ...]) -> None:
     """Make ``backends`` the active ones (called at patch time and by configure)."""
     global _active
+    flush()  # what was measured goes to the backends it was measured for
     with _lock:
         made = [b for b in (_make(name) for name in backends) if b is not None]
+        if made:
+            _start_thread()
         recorders[:] = [b.record for b in made]
         device_recorders[:] = [b.record_device for b in made]
         _active = tuple(backends)
@@ -257,6 +306,7 @@ def start_metrics_server(port: int = 9464, addr: str = "127.0.0.1") -> Any:
 
     import prometheus_client as pc
 
+    flush()
     if "prometheus" not in _active:
         _logger.warning("samgpu_shim: start_metrics_server() with the prometheus backend off: "
                         "set SAMGPU_METRICS=prometheus or configure(metrics=['prometheus'])")

@@ -33,6 +33,7 @@ def both():
 
 
 def _otel_points(name):
+    _metrics.flush()
     data = READER.get_metrics_data()
     out = []
     for rm in data.resource_metrics if data else []:
@@ -49,6 +50,7 @@ def _otel_calls(**attrs):
 
 
 def _prom_calls(**labels):
+    _metrics.flush()
     total = 0.0
     for metric in prometheus_client.REGISTRY.collect():
         if metric.name == "samgpu_predict_calls":
@@ -76,6 +78,7 @@ def test_both_backends_count_modes_and_call_sites(predictor, both):
     assert point.sum > 0 and point.count >= 3
     assert list(point.explicit_bounds) == list(_metrics.BUCKETS_MS)
     # the Prometheus histogram, its buckets and the mode source label
+    _metrics.flush()
     hist = prometheus_client.REGISTRY.get_sample_value(
         "samgpu_predict_latency_ms_count",
         {"family": "segment-anything", "mode": "numpy", "mode_source": "keyword", "device": "cpu",
@@ -181,3 +184,21 @@ def test_call_sites_are_bounded(monkeypatch):
     assert _metrics._site("m_new", "f") == ("other", "other")
     assert _metrics._site("m1", "f") == ("m1", "f")
     assert np.unique([v for v in _metrics._sites.values()], axis=0).shape[0] == _metrics.MAX_SITES + 1
+
+
+def test_the_call_only_buffers_and_the_thread_drains(predictor, both):
+    import time
+
+    seen = []
+    spy = lambda key, ms: seen.append((threading.current_thread().name, key[-1]))  # noqa: E731
+    _metrics.recorders.append(spy)
+    try:
+        predictor.predict(PC, PL)
+        deadline = time.monotonic() + 10 * _metrics.FLUSH_SECONDS
+        while not seen and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        _metrics.recorders.remove(spy)
+    # recorded by the metrics thread, not in the caller's thread
+    assert ("samgpu-shim-metrics", "test_the_call_only_buffers_and_the_thread_drains") in seen
+    assert all(name == "samgpu-shim-metrics" for name, _ in seen)

@@ -113,6 +113,7 @@ def run_model(
     kpi: bool = False,
     family: str = "sam",
     quiet: bool = False,
+    metrics: bool = False,
 ) -> Dict[str, Any]:
     import samgpu_shim
 
@@ -187,8 +188,22 @@ def run_model(
 
         return run
 
+    def with_metrics(fn: Callable[[], Any]) -> Callable[[], Any]:
+        def run() -> Any:
+            samgpu_shim.configure(metrics=list(metric_backends()))
+            try:
+                return fn()
+            finally:
+                samgpu_shim.configure(metrics=None)
+
+        return run
+
     if kpi:
         paths["shim predict, KPI events on"] = with_kpi(shim_predict)
+    if metrics and cuda_graphs and device.type == "cuda":
+        paths["CUDA graph replay, metrics on"] = with_metrics(graph_predict)
+    if metrics:
+        paths["shim predict, metrics on"] = with_metrics(shim_predict)
     capture_ms = None
     if cuda_graphs and device.type == "cuda":
         paths["shim predict, CUDA graph replay"] = graph_predict
@@ -259,6 +274,48 @@ def run_model(
     }
 
 
+def metric_backends() -> List[str]:
+    """The metrics backends installed here; with the OpenTelemetry SDK, a real
+    MeterProvider (in-memory reader) is set so that recording does its work."""
+    import importlib.util
+
+    found = []
+    if importlib.util.find_spec("opentelemetry") and importlib.util.find_spec("opentelemetry.sdk"):
+        from opentelemetry import metrics as otel_metrics
+        from opentelemetry.sdk.metrics import MeterProvider
+        from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+        if not isinstance(otel_metrics.get_meter_provider(), MeterProvider):
+            otel_metrics.set_meter_provider(MeterProvider(metric_readers=[InMemoryMetricReader()]))
+        found.append("otel")
+    if importlib.util.find_spec("prometheus_client"):
+        found.append("prometheus")
+    return found
+
+
+def metrics_overhead_us(iterations: int = 20_000) -> Dict[str, Any]:
+    """Host cost per call of recording metrics (both backends when installed)."""
+    from .. import _config, _metrics
+
+    backends = metric_backends()
+    if not backends:
+        return {"backends": [], "per_call_us": None}
+    _config.configure(metrics=backends)
+    try:
+        clock = time.perf_counter
+        t0 = clock()
+        for _ in range(iterations):
+            _metrics.observe("segment-anything", False, "default", "cuda:0", ("app.module", "f", 1), 1.0)
+        per_call = (clock() - t0) / iterations * 1e6
+        t0 = clock()
+        _metrics.flush()
+        per_call_flush = (clock() - t0) / iterations * 1e6
+    finally:
+        _config.configure(metrics=None)
+    return {"backends": backends, "per_call_us": round(per_call, 3),
+            "background_per_call_us": round(per_call_flush, 3)}
+
+
 def wrapper_overhead_us(iterations: int = 100_000) -> Dict[str, float]:
     """Host cost per call of call-site attribution, mode resolution (with a
     module rule active) and the counters: what the wrapper adds to a call."""
@@ -326,6 +383,12 @@ def format_table(report: Dict[str, Any]) -> str:
         lines.append(
             f"wrapper bookkeeping per call: call site + mode {overhead['attribution_and_resolution_us']:.2f} us, "
             f"counters {overhead['counters_us']:.2f} us"
+        )
+    metrics = report.get("metrics_overhead")
+    if metrics and metrics["per_call_us"] is not None:
+        lines.append(
+            f"metrics per call ({'+'.join(metrics['backends'])}): {metrics['per_call_us']:.2f} us in the call, "
+            f"{metrics['background_per_call_us']:.2f} us later in the background thread"
         )
     header = f"{'model':<6} {'path':<36} {'calls':>5} {'syncs/call':>10} {'p50 ms':>9} {'p99 ms':>9} {'max ms':>9}"
     for result in report["results"]:
@@ -432,6 +495,8 @@ def run(args: Any) -> Dict[str, Any]:
             f"--family {family} has no model {', '.join(unknown)}; choose from {', '.join(FAMILY_MODELS[family])}"
         )
     report = {"environment": environment(device), "wrapper_overhead": wrapper_overhead_us(), "results": []}
+    if getattr(args, "metrics", False):
+        report["metrics_overhead"] = metrics_overhead_us()
     for model in args.model:
         report["results"].append(
             run_model(
@@ -445,6 +510,7 @@ def run(args: Any) -> Dict[str, Any]:
                 kpi=getattr(args, "kpi", False),
                 family=family,
                 quiet=bool(getattr(args, "json", None)),
+                metrics=getattr(args, "metrics", False),
             )
         )
     return report

@@ -182,6 +182,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--frames", action="store_true", help="time the whole frame loop (set_image included) instead of predict"
     )
     bench.add_argument("--kpi", action="store_true", help="also time the shim with a KPI handler formatting each event")
+    bench.add_argument(
+        "--metrics",
+        action="store_true",
+        help="also time the shim with the metrics backends on (those installed: otel, prometheus)",
+    )
     bench.add_argument("--json", metavar="PATH", help="save every number (and the samples) as JSON; no progress bar")
     bench.add_argument("--plot", metavar="PATH", help="save a PNG of the latency distributions (needs matplotlib)")
     soak = sub.add_parser("soak", help="many calls in a row, memory sampled as they go", formatter_class=fmt)
