@@ -98,21 +98,28 @@ INVALID = st.sampled_from(
 )
 
 
-class FamilyContract:
-    """Subclass and set ``family``, ``package``; implement the two builders."""
+def _load(path: str) -> Any:
+    module, _, name = path.partition(":")
+    return getattr(importlib.import_module(module), name)
 
-    family: ClassVar[str]
+
+class FamilyContract:
+    """Subclass and set the four class attributes below."""
+
+    family: ClassVar[str]  # the registry row's name
     package: ClassVar[str]  # skipped when it cannot be imported
+    predictor_path: ClassVar[str]  # "module:PredictorClass"
+    model_builder: ClassVar[str]  # "module:function" returning a small model, random weights
     mixes: ClassVar[Tuple[str, ...]] = tuple(sorted(PROMPT_MIXES))
 
-    # -- what a subclass provides ---------------------------------------
     @classmethod
     def predictor_class(cls) -> Any:
-        raise NotImplementedError
+        return _load(cls.predictor_path)
 
     @classmethod
     def build_model(cls) -> Any:
-        raise NotImplementedError
+        build = _load(cls.model_builder)
+        return build("tiny", seed=0) if cls.model_builder.endswith(":build_sam") else build()
 
     # -- shared machinery -----------------------------------------------
     @pytest.fixture(scope="class")

@@ -38,7 +38,7 @@ import os
 import re
 import sys
 from dataclasses import asdict, dataclass, field
-from typing import Dict, FrozenSet, Iterable, Iterator, List, Optional, Sequence, Set, Tuple
+from typing import Any, Dict, FrozenSet, Iterable, Iterator, List, Optional, Sequence, Set, Tuple
 
 from ..families.signatures import PATCHED_METHODS, PREDICT_KEYWORDS
 
@@ -359,27 +359,24 @@ class Project:
     def module_named(self, dotted: str) -> Optional[ModuleInfo]:
         return self.by_stem.get(dotted.split(".")[-1])
 
-    def function(self, module: ModuleInfo, name: str) -> Optional[FuncInfo]:
-        if name in module.functions:
-            return module.functions[name]
+    def _defined(self, module: ModuleInfo, name: str, table: str) -> Any:
+        """``name`` as defined in ``module`` or imported into it from a scanned module."""
+        own = getattr(module, table)
+        if name in own:
+            return own[name]
         target = module.aliases.get(name)
         if target and "." in target:
             mod_name, attr = target.rsplit(".", 1)
             other = self.module_named(mod_name)
-            if other is not None and attr in other.functions:
-                return other.functions[attr]
+            if other is not None:
+                return getattr(other, table).get(attr)
         return None
 
+    def function(self, module: ModuleInfo, name: str) -> Optional[FuncInfo]:
+        return self._defined(module, name, "functions")
+
     def cls(self, module: ModuleInfo, name: str) -> Optional[ClassInfo]:
-        if name in module.classes:
-            return module.classes[name]
-        target = module.aliases.get(name)
-        if target and "." in target:
-            mod_name, attr = target.rsplit(".", 1)
-            other = self.module_named(mod_name)
-            if other is not None and attr in other.classes:
-                return other.classes[attr]
-        return None
+        return self._defined(module, name, "classes")
 
     def class_by_name(self, name: str) -> Optional[ClassInfo]:
         return self.by_class.get(name)
