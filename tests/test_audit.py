@@ -233,3 +233,42 @@ def test_fix_skips_unparsable_files_untouched(tmp_path):
     assert out.returncode == 2 and "cannot scan" in out.stderr
     assert broken.read_text() == "def (:\n    predictor.predict(box=b)\n"
     assert "as_numpy=True" in good.read_text()
+
+
+def test_code_that_already_handles_tensors_is_not_reported():
+    assert _ops(
+        """
+        import numpy as np
+        import torch
+        def a(predictor, b):
+            masks, scores, _ = predictor.predict(box=b)
+            if isinstance(masks, torch.Tensor):
+                masks = masks.cpu().numpy()
+            if not isinstance(scores, np.ndarray):
+                scores = scores.detach().cpu().numpy()
+            return np.argmax(scores), masks.astype(np.uint8)
+        def b(predictor, box):
+            masks, scores, _ = predictor.predict(box=box)
+            scores = scores.cpu().numpy() if torch.is_tensor(scores) else scores
+            return np.argmax(scores)
+        def c(predictor, box):
+            masks, scores, _ = predictor.predict(box=box)
+            if isinstance(masks, torch.Tensor):
+                print("a tensor")  # not converted: still reported below
+            return np.argmax(scores), masks.astype(np.uint8)
+        """
+    ) == [(19, ".astype()"), (19, "np.argmax()")]
+
+
+def test_a_predictor_stored_under_another_name_is_followed():
+    assert _ops(
+        """
+        import numpy as np
+        class Tool:
+            def __init__(self, predictor):
+                self.p = predictor
+            def run(self, pts, lbls):
+                m, s, l = self.p.predict(pts, lbls)
+                return np.argmax(s)
+        """
+    ) == [(8, "np.argmax()")]

@@ -216,6 +216,33 @@ def _last_name(node: ast.AST) -> str:
     return ""
 
 
+def _tensor_guard(test: ast.AST) -> Optional[Tuple[str, bool]]:
+    """(name, whether the ``if`` arm is the tensor one) for a test that asks
+    whether a variable is a tensor: ``isinstance(x, torch.Tensor)``,
+    ``torch.is_tensor(x)``, ``hasattr(x, "cpu")``, ``not isinstance(x, np.ndarray)``."""
+    negated = False
+    while isinstance(test, ast.UnaryOp) and isinstance(test.op, ast.Not):
+        negated = not negated
+        test = test.operand
+    if not (isinstance(test, ast.Call) and test.args and isinstance(test.args[0], ast.Name)):
+        return None
+    name = test.args[0].id
+    func = _dotted(test.func) or ""
+    if func == "isinstance" and len(test.args) == 2:
+        kind = _dotted(test.args[1]) or ""
+        if kind.endswith("Tensor"):
+            return name, not negated
+        if kind.endswith("ndarray"):
+            return name, negated
+        return None
+    if func.endswith("is_tensor"):
+        return name, not negated
+    if func == "hasattr" and len(test.args) == 2 and isinstance(test.args[1], ast.Constant) and \
+            test.args[1].value in ("cpu", "detach", "numpy", "is_cuda", "device"):
+        return name, not negated
+    return None
+
+
 def _target_names(target: ast.AST) -> List[str]:
     if isinstance(target, ast.Name):
         return [target.id]
@@ -690,7 +717,11 @@ class Scope:
 
     def _eval(self, node: ast.AST) -> Tuple[Taint, Optional[str]]:
         if isinstance(node, ast.Name):
-            return self.lookup(node.id), self.kind_of(node.id)
+            taint, kind = self.lookup(node.id), self.kind_of(node.id)
+            if kind is None and not taint and "predictor" in _words(node.id):
+                # ``self.p = predictor``: the attribute is a predictor too
+                kind = "predictor"
+            return taint, kind
         if isinstance(node, ast.Constant):
             return CLEAN, None
         if isinstance(node, ast.Call):
@@ -729,6 +760,13 @@ class Scope:
             self._eval(node.test)
             bt, bk = self._eval(node.body)
             ot, ok = self._eval(node.orelse)
+            guarded = _tensor_guard(node.test)
+            if guarded:
+                # ``x.cpu().numpy() if torch.is_tensor(x) else x``
+                name, tensor_arm_is_body = guarded
+                other = node.orelse if tensor_arm_is_body else node.body
+                if isinstance(other, ast.Name) and other.id == name:
+                    return (bt, bk) if tensor_arm_is_body else (ot, ok)
             return bt | ot, bk if bk == ok else None
         if isinstance(node, (ast.Tuple, ast.List, ast.Set)):
             taints = [self._eval(elt)[0] for elt in node.elts]
@@ -1258,7 +1296,17 @@ class Scope:
             after_body = self.snapshot()
             self.restore(before)
             self.run(node.orelse)
-            self.merge(after_body, self.snapshot())
+            after_else = self.snapshot()
+            # ``if isinstance(x, torch.Tensor): x = x.cpu().numpy()``: on the
+            # other arm x was never a tensor, so only the converting arm counts
+            guarded = _tensor_guard(node.test)
+            if guarded:
+                name, tensor_arm_is_body = guarded
+                tensor_arm = after_body if tensor_arm_is_body else after_else
+                other_arm = after_else if tensor_arm_is_body else after_body
+                if not tensor_arm[0].get(name, CLEAN):
+                    other_arm[0][name] = CLEAN
+            self.merge(after_body, after_else)
         elif isinstance(node, (ast.For, ast.AsyncFor)):
             it, _ = self.eval(node.iter)
             before = self.snapshot()
