@@ -272,3 +272,27 @@ def test_a_predictor_stored_under_another_name_is_followed():
                 return np.argmax(s)
         """
     ) == [(8, "np.argmax()")]
+
+
+def test_an_internal_error_skips_one_statement_not_the_project(tmp_path, monkeypatch):
+    from samgpu_shim.tools import audit
+
+    src = tmp_path / "app.py"
+    src.write_text(
+        "import numpy as np\n"
+        "def f(predictor, b):\n"
+        "    m, s, l = predictor.predict(box=b)\n"
+        "    weird = s  # the analysis trips here\n"
+        "    return np.argmax(s)\n"
+    )
+    real = audit.Scope.stmt
+
+    def tripping(self, node):
+        if getattr(node, "lineno", 0) == 4:
+            raise RecursionError("too deep")
+        return real(self, node)
+
+    monkeypatch.setattr(audit.Scope, "stmt", tripping)
+    project, errors = scan([str(src)])
+    assert [f.operation for f in project.findings.values()] == ["np.argmax()"]
+    assert errors == [(f"{src}:4", "statement skipped, internal error (RecursionError: too deep); please report it")]

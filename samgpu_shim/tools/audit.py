@@ -357,6 +357,8 @@ class Project:
         self.in_progress: Set[Tuple[int, Tuple[Taint, ...]]] = set()
         self.changed = False
         self.rounds = 0
+        # statements the analysis could not follow: "path:line" -> why
+        self.skipped: Dict[str, str] = {}
         # queues and pipes by name: what one thread puts, another gets
         self.channels: Dict[str, Taint] = {}
         self.channel_kinds: Dict[str, object] = {}
@@ -1236,7 +1238,12 @@ class Scope:
     # -- statements --------------------------------------------------------
     def run(self, body: Sequence[ast.stmt]) -> None:
         for stmt in body:
-            self.stmt(stmt)
+            try:
+                self.stmt(stmt)
+            except Exception as exc:  # one odd statement must not cost the whole project's audit
+                cell, line = self.m.where(stmt.lineno)
+                where = f"{self.m.path}:{line}" if cell is None else f"{self.m.path}:cell {cell}:{line}"
+                self.p.skipped.setdefault(where, f"{type(exc).__name__}: {exc}")
 
     def stmt(self, node: ast.stmt) -> None:
         if isinstance(node, ast.Assign):
@@ -1518,7 +1525,10 @@ def scan(paths: Sequence[str]) -> Tuple[Project, List[Tuple[str, str]]]:
                 modules.append(_load(file))
             except (OSError, SyntaxError, ValueError, UnicodeDecodeError) as exc:
                 errors.append((file, f"{type(exc).__name__}: {exc}"))
-    return analyse(modules), errors
+    project = analyse(modules)
+    errors.extend((where, f"statement skipped, internal error ({why}); please report it")
+                  for where, why in sorted(project.skipped.items()))
+    return project, errors
 
 
 def audit_path(path: str) -> List[Finding]:
