@@ -44,7 +44,6 @@ from . import _config
 _logger = logging.getLogger("samgpu_shim")
 _lock = threading.Lock()
 
-BACKENDS = ("otel", "prometheus")
 MAX_SITES = 200
 # Host latency buckets, 0.5 ms to 500 ms (SAM calls on a GPU: about 1 to 200 ms).
 BUCKETS_MS = (0.5, 1.0, 2.0, 3.0, 5.0, 7.5, 10.0, 15.0, 20.0, 30.0, 50.0, 75.0, 100.0, 200.0, 500.0)

@@ -989,8 +989,6 @@ class Scope:
                 if attr in ("reshape", "copy", "astype", "transpose", "squeeze", "flatten", "ravel", "clip",
                             "view", "T", "max", "min", "sum"):
                     return CLEAN, "numpy"
-            if recv_k == "predictor" or recv_k == "other":
-                return CLEAN, None
             return CLEAN, None
         if isinstance(func, ast.Name):
             name = func.id
@@ -1150,10 +1148,6 @@ class Scope:
             self.report(node, f"{shown}()", ANY, "the JSON encoder cannot serialise tensors",
                           "json_default, or " + TO_NUMPY, arg_taint)
             return CLEAN, None
-        if library == "numpy" or library in NUMPY_PRODUCERS:
-            return CLEAN, "numpy"
-        if short.endswith("Predictor") or (short == "from_pretrained" and "Predictor" in dotted):
-            return CLEAN, "predictor"
         if short[:1].isupper():
             return CLEAN, "other"
         return CLEAN, None
