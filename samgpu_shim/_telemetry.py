@@ -28,7 +28,10 @@ from . import _config
 Site = Tuple[str, str, int]  # module, function, line
 
 _WINDOW = 1024  # latencies kept per call site for the percentiles
-_SKIP = ("samgpu_shim", "wrapt")
+# Frames that are not the application's: the shim, wrapt, and SAM 3's
+# Sam3Image.predict_inst(_batch), which call the patched predict for the
+# application (so module rules and KPI sites name the application's line).
+_SKIP = ("samgpu_shim", "wrapt", "sam3.model.sam3_image")
 
 _lock = threading.Lock()
 

@@ -121,12 +121,17 @@ class FamilyContract:
         build = _load(cls.model_builder)
         return build("tiny", seed=0) if cls.model_builder.endswith(":build_sam") else build()
 
+    @classmethod
+    def new_predictor(cls) -> Any:
+        """A predictor over a fresh model (a family whose class needs more overrides this)."""
+        return cls.predictor_class()(cls.build_model())
+
     # -- shared machinery -----------------------------------------------
     @pytest.fixture(scope="class")
     @classmethod
     def predictor(cls) -> Any:
         pytest.importorskip(cls.package, reason=f"{cls.package} is not installed")
-        p = cls.predictor_class()(cls.build_model())
+        p = cls.new_predictor()
         p.set_image(synthetic_image(*IMAGE_HW, seed=7))
         return p
 

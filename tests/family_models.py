@@ -67,3 +67,21 @@ def tiny_sam2():
     from samgpu_shim.tools.models import build_sam2
 
     return build_sam2("tiny", seed=0)
+
+
+def tiny_sam3():
+    """SAM 3's tracker heads on a tiny ViT, from sam3's own modules."""
+    from samgpu_shim.tools.models import build_sam3
+
+    return build_sam3("tiny", seed=0)
+
+
+def sam3_predictor(model=None):
+    """SAM 3's interactive predictor over ``model`` (default: the tiny one).
+
+    Hole filling is off: on a CPU it needs scikit-image, and without it
+    upstream warns and skips on every call (the same in both modes).
+    """
+    from samgpu_shim.tools.models import sam3_predictor as make
+
+    return make(model if model is not None else tiny_sam3(), max_hole_area=0.0)

@@ -34,3 +34,15 @@ class TestEfficientVitSam(FamilyContract):
 class TestSam2(FamilyContract):
     family, package = "sam2", "sam2"
     predictor_path, model_builder = "sam2.sam2_image_predictor:SAM2ImagePredictor", "family_models:tiny_sam2"
+
+
+class TestSam3(FamilyContract):
+    family, package = "sam3", "sam3"
+    predictor_path = "sam3.model.sam1_task_predictor:SAM3InteractiveImagePredictor"
+    model_builder = "family_models:tiny_sam3"
+
+    @classmethod
+    def new_predictor(cls):
+        import family_models
+
+        return family_models.sam3_predictor()

@@ -77,6 +77,7 @@ FAMILIES: Tuple[Family, ...] = (
     # EfficientViT-SAM (PyPI efficientsam) does not import its predictor module itself.
     Family("efficientvit-sam", "efficientsam", "efficientsam.models.efficientvit.sam", "efficientvit_sam"),
     Family("sam2", "sam2", "sam2.sam2_image_predictor", "sam2"),
+    Family("sam3", "sam3", "sam3.model.sam1_task_predictor", "sam3"),
 )
 
 

@@ -13,7 +13,7 @@ predictor (SAM-HQ, MobileSAM, EfficientViT-SAM) reuse :func:`copy_targets`.
 
 from __future__ import annotations
 
-from typing import Any, Optional, Tuple
+from typing import Any, List, Optional, Tuple
 
 import torch
 
@@ -23,6 +23,7 @@ from ..gpu import graphs
 from ..gpu.image import encoder_precision, get_rel_pos_sync_free, gpu_path_on, set_image_tensor
 from ..gpu.prompts import (
     IMAGE_NOT_SET,
+    KEYS,
     PromptError,
     Prompts,
     batched,
@@ -81,10 +82,11 @@ def predict_resident(
         )
         prompts.put("mask", mask_t)
 
+    torch_kwargs = _torch_kwargs or {}
     token = SYNC_FREE.set(True)
     try:
         if _allow_graphs and graphs.usable(prompts.device):
-            replayed = graphs.predict(predictor, prompts, multimask_output, return_logits)
+            replayed = graphs.replay(predictor, _graph_work(predictor, prompts, multimask_output, return_logits, torch_kwargs))
             if replayed is not None:
                 return replayed
         tensors = prompts.on_device()
@@ -92,13 +94,55 @@ def predict_resident(
             *batched(tensors),
             multimask_output,
             return_logits=return_logits,
-            **(_torch_kwargs or {}),
+            **torch_kwargs,
         )
     finally:
         SYNC_FREE.reset(token)
     return masks[0].detach(), iou_predictions[0].detach(), low_res_masks[0].detach()
 
 
+def _image_tensors(predictor: Any) -> List[torch.Tensor]:
+    """What ``predict_torch`` reads of the image: the embedding, and SAM-HQ's
+    intermediate ViT features where the predictor keeps them."""
+    tensors = [predictor.features]
+    interm = getattr(predictor, "interm_features", None)
+    if interm is not None:
+        tensors.extend(interm)
+    return tensors
+
+
+def _graph_work(
+    predictor: Any, prompts: Prompts, multimask_output: bool, return_logits: bool, torch_kwargs: dict
+) -> graphs.Work:
+    def run(inputs: dict, image: List[torch.Tensor]) -> Tuple[torch.Tensor, ...]:
+        # predict_torch reads the predictor's attributes: point them at the
+        # static copies while the work runs (capture and warm-up only).
+        live = predictor.features, getattr(predictor, "interm_features", None)
+        predictor.features = image[0]
+        if len(image) > 1:
+            predictor.interm_features = list(image[1:])
+        try:
+            staged = dict.fromkeys(KEYS)
+            staged.update(inputs)
+            masks, iou, low = predictor.predict_torch(
+                *batched(staged), multimask_output, return_logits=return_logits, **torch_kwargs
+            )
+        finally:
+            predictor.features = live[0]
+            if len(image) > 1:
+                predictor.interm_features = live[1]
+        return masks[0], iou[0], low[0]
+
+    key = (
+        bool(multimask_output),
+        bool(return_logits),
+        tuple(sorted(torch_kwargs.items())),
+        tuple(predictor.input_size),
+        tuple(predictor.original_size),
+        float(predictor.model.mask_threshold),
+        type(predictor).predict_torch,
+    )
+    return graphs.Work(prompts=prompts, features=_image_tensors(predictor), run=run, key=key)
 
 
 def _set_image(original: Any) -> Wrapper:

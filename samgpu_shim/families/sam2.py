@@ -12,7 +12,12 @@ prompt encoder and mask decoder need no host wait. Here:
   upstream's ``_predict`` does, so the model sees the same tensors;
 * the results are upstream's, stopped just before ``.cpu().numpy()``:
   ``squeeze(0).float()``, so masks are float32 0/1 (or float32 logits with
-  ``return_logits``), like the numpy path.
+  ``return_logits``), like the numpy path;
+* in graph mode a whole call (every image of ``predict_batch``) is one
+  captured graph that reads static copies of the feature pyramid.
+
+SAM 3's interactive image predictor is a copy of this class
+(:mod:`samgpu_shim.families.sam3` reuses everything here).
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from typing import Any, Callable, List, Optional, Sequence, Tuple
 import torch
 
 from .._dispatch import resident
+from ..gpu import graphs
 from ..gpu.prompts import PromptError, Prompts, check_shape, prompt_tensor
 from . import Family, Target, params_check, signatures
 
@@ -172,9 +178,71 @@ def predict_resident(
         raise RuntimeError(_NOT_SET)
     prompts = Prompts(torch.device(predictor.device))
     _stage(predictor, prompts, 0, _Names(None), point_coords, point_labels, box, mask_input)
-    staged = prompts.resolve()
-    # Upstream's predict reads the last image set (img_idx=-1), batch or not.
-    return _run(predictor, staged, 0, -1, multimask_output, return_logits, normalize_coords)
+    flags = (multimask_output, return_logits, normalize_coords)
+
+    def run(staged: dict) -> Results:
+        # Upstream's predict reads the last image set (img_idx=-1), batch or not.
+        return _run(predictor, staged, 0, -1, *flags)
+
+    return _dispatch(predictor, prompts, run, ("predict", *flags))
+
+
+def _image_tensors(predictor: Any) -> List[torch.Tensor]:
+    features = predictor._features
+    return [features["image_embed"], *features["high_res_feats"]]
+
+
+def _graph_key(predictor: Any, extra: tuple) -> tuple:
+    transforms = predictor._transforms
+    return extra + (
+        tuple(tuple(hw) for hw in predictor._orig_hw),
+        float(predictor.mask_threshold),
+        float(getattr(transforms, "max_hole_area", 0.0)),
+        float(getattr(transforms, "max_sprinkle_area", 0.0)),
+        int(transforms.resolution),
+        type(predictor)._predict,
+    )
+
+
+def _dispatch(
+    predictor: Any, prompts: Prompts, run: Callable[[dict], Any], extra: tuple, images: Optional[int] = None
+) -> Any:
+    """Graph mode when on (the whole call as one graph), else the eager path.
+
+    ``images`` is None for ``predict`` (three tensors) and the image count for
+    ``predict_batch`` (three lists of that many tensors).
+    """
+    if graphs.usable(prompts.device):
+
+        def work(inputs: dict, image: List[torch.Tensor]) -> Tuple[torch.Tensor, ...]:
+            # _predict reads predictor._features: point it at the static copies
+            # while the work runs (capture and warm-up only).
+            live = predictor._features
+            predictor._features = {"image_embed": image[0], "high_res_feats": list(image[1:])}
+            try:
+                return tuple(_flatten(run(inputs)))
+            finally:
+                predictor._features = live
+
+        replayed = graphs.replay(
+            predictor,
+            graphs.Work(prompts=prompts, features=_image_tensors(predictor), run=work, key=_graph_key(predictor, extra)),
+        )
+        if replayed is not None:
+            return _unflatten(replayed, images)
+    return run(prompts.resolve())
+
+
+def _flatten(results: Any) -> List[torch.Tensor]:
+    if isinstance(results[0], list):  # predict_batch: three lists, one entry per image
+        return [t for group in results for t in group]
+    return list(results)
+
+
+def _unflatten(flat: Tuple[torch.Tensor, ...], count: Optional[int]) -> Any:
+    if count is None:
+        return flat
+    return tuple(list(flat[i * count : (i + 1) * count]) for i in range(3))
 
 
 def _entry(name: str, values: Optional[Sequence[Any]], image: int, count: int) -> Any:
@@ -217,19 +285,23 @@ def predict_batch_resident(
             _entry("box_batch", box_batch, image, count),
             _entry("mask_input_batch", mask_input_batch, image, count),
         )
-    staged = prompts.resolve()
-    all_masks: List[torch.Tensor] = []
-    all_ious: List[torch.Tensor] = []
-    all_low: List[torch.Tensor] = []
-    for image in range(count):
-        masks, ious, low = _run(predictor, staged, image, image, multimask_output, return_logits, normalize_coords)
-        all_masks.append(masks)
-        all_ious.append(ious)
-        all_low.append(low)
-    return all_masks, all_ious, all_low
+    flags = (multimask_output, return_logits, normalize_coords)
+
+    def run(staged: dict) -> Tuple[List[torch.Tensor], List[torch.Tensor], List[torch.Tensor]]:
+        all_masks: List[torch.Tensor] = []
+        all_ious: List[torch.Tensor] = []
+        all_low: List[torch.Tensor] = []
+        for image in range(count):
+            masks, ious, low = _run(predictor, staged, image, image, *flags)
+            all_masks.append(masks)
+            all_ious.append(ious)
+            all_low.append(low)
+        return all_masks, all_ious, all_low
+
+    return _dispatch(predictor, prompts, run, ("predict_batch", count, *flags), images=count)
 
 
-def _check(expected: Tuple[str, ...]) -> Callable[[Any], Optional[str]]:
+def _check(module: str, cls: str, expected: Tuple[str, ...]) -> Callable[[Any], Optional[str]]:
     """The public method's parameters, and the private ``_predict`` the GPU path calls."""
     public = params_check(expected)
     private = params_check(signatures.SAM2_PRIVATE_PREDICT)
@@ -237,23 +309,24 @@ def _check(expected: Tuple[str, ...]) -> Callable[[Any], Optional[str]]:
     def check(original: Any) -> Optional[str]:
         reason = public(original)
         if reason is None:
-            cls = getattr(sys.modules.get("sam2.sam2_image_predictor"), "SAM2ImagePredictor", None)
-            reason = private(getattr(cls, "_predict", None))
+            found = getattr(sys.modules.get(module), cls, None)
+            reason = private(getattr(found, "_predict", None))
             if reason is not None:
-                reason = f"SAM2ImagePredictor._predict: {reason}"
+                reason = f"{cls}._predict: {reason}"
         return reason
 
     return check
 
 
-def targets(family: Family) -> Tuple[Target, ...]:
+def predictor_targets(family: Family, cls: str) -> Tuple[Target, ...]:
+    """``predict`` and ``predict_batch`` of a SAM 2-style image predictor class."""
     # The package's own prompt encoder already embeds points without host waits.
     return tuple(
         Target(
             module=family.hook_module,
-            attribute=f"SAM2ImagePredictor.{method}",
+            attribute=f"{cls}.{method}",
             make_wrapper=resident(family.name, gpu_predict),
-            check=_check(params),
+            check=_check(family.hook_module, cls, params),
             adds_as_numpy=True,
         )
         for method, gpu_predict, params in (
@@ -261,3 +334,7 @@ def targets(family: Family) -> Tuple[Target, ...]:
             ("predict_batch", predict_batch_resident, signatures.SAM2_PREDICT_BATCH),
         )
     )
+
+
+def targets(family: Family) -> Tuple[Target, ...]:
+    return predictor_targets(family, "SAM2ImagePredictor")

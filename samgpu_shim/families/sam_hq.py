@@ -29,9 +29,9 @@ def predict_resident_hq(
 ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """SAM-HQ's ``predict`` (one more parameter, ``hq_token_only``), GPU-resident.
 
-    Graph mode is not used: SAM-HQ's ``predict_torch`` also reads
-    ``self.interm_features``, which ``set_image`` replaces, so a captured graph
-    would read stale memory. The call takes the eager sync-free path.
+    In graph mode the graph reads static copies of both the embedding and the
+    intermediate ViT features that ``set_image`` keeps, so it follows a new
+    image without recapture.
     """
     return predict_resident(
         predictor,
@@ -41,8 +41,7 @@ def predict_resident_hq(
         mask_input,
         multimask_output,
         return_logits,
-        _torch_kwargs={"hq_token_only": hq_token_only},
-        _allow_graphs=False,
+        _torch_kwargs={"hq_token_only": bool(hq_token_only)},
     )
 
 

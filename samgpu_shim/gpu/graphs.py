@@ -1,16 +1,23 @@
-"""Graph mode: replay the prompt-to-mask work as a captured CUDA graph.
+"""Graph mode: replay a family's prompt-to-mask work as a captured CUDA graph.
 
 The eager GPU path is bound by Python and kernel launches (about 4 ms of host
 work for about 1 ms of device work on an H100 with SAM's decoder). Replaying a
 captured graph launches all of it at once.
 
-* One graph per prompt signature: number of points, box or not, mask or not,
-  multimask, return_logits, input and original image sizes, embedding shape,
-  mask threshold and device. Each predictor keeps at most
-  ``configure(graph_cache_size=...)`` graphs, least recently used out.
-* Prompts are copied into the graph's static input buffers; the image
-  embedding is copied into one static buffer per predictor only when
-  ``set_image`` replaced it, so no recapture is needed after ``set_image``.
+Every family hands :func:`replay` the same three things (a :class:`Work`):
+the call's staged prompts, the image tensors its work reads (SAM 1's
+embedding, SAM-HQ's intermediate features, SAM 2's and SAM 3's feature
+pyramid) and a function that runs the work from static copies of both. So:
+
+* One graph per signature: the prompts' keys, shapes, dtypes and placement,
+  the family's own key (multimask, return_logits, image sizes, thresholds,
+  the function that runs), the feature shapes, the device and the autocast
+  state. Each predictor keeps at most ``configure(graph_cache_size=...)``
+  graphs, least recently used out.
+* Prompts are copied into the graph's static input buffers; each image tensor
+  is copied into one static buffer per predictor only when ``set_image``
+  replaced it (or wrote into it), so no recapture is needed after
+  ``set_image``.
 * Outputs are cloned after each replay: what a call returned is never
   overwritten by a later call.
 * All static buffers of a predictor are ordered on one chain: a replay from a
@@ -28,12 +35,12 @@ import threading
 import time
 import weakref
 from collections import OrderedDict
-from typing import Any, Dict, Optional, Tuple
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
 from .. import _config
-from .prompts import KEYS, batched
 
 _logger = logging.getLogger("samgpu_shim")
 _capture_lock = threading.Lock()
@@ -43,6 +50,25 @@ _counters: Dict[str, float] = {"captures": 0, "replays": 0, "fallbacks": 0, "evi
 
 _FAILED = object()
 
+Outputs = Tuple[torch.Tensor, ...]
+
+
+@dataclass
+class Work:
+    """One call's prompt-to-mask work, as a family describes it to graph mode.
+
+    ``run(inputs, features)`` must do the whole work reading only ``inputs``
+    (the staged prompts, by the keys they were staged under) and ``features``
+    (stand-ins for ``features``, same order), and return a flat tuple of
+    tensors. ``key`` holds whatever else changes the work (flags, sizes,
+    thresholds, the upstream function it calls).
+    """
+
+    prompts: Any  # a samgpu_shim.gpu.prompts.Prompts
+    features: Sequence[torch.Tensor]
+    run: Callable[[Dict[Any, torch.Tensor], List[torch.Tensor]], Outputs]
+    key: tuple
+
 
 class _Graph:
     __slots__ = ("graph", "packed", "ready", "outputs", "bytes", "capture_ms")
@@ -51,8 +77,8 @@ class _Graph:
         self,
         graph: Any,
         packed: Optional[torch.Tensor],
-        ready: Dict[str, torch.Tensor],
-        outputs: Tuple[torch.Tensor, ...],
+        ready: Dict[Any, torch.Tensor],
+        outputs: Outputs,
         nbytes: int,
         capture_ms: float,
     ) -> None:
@@ -64,15 +90,43 @@ class _Graph:
         self.capture_ms = capture_ms
 
 
+class _Feature:
+    """A static copy of one image tensor, refreshed when its source changes."""
+
+    __slots__ = ("static", "source", "version")
+
+    def __init__(self, like: torch.Tensor) -> None:
+        self.static = torch.empty_like(like)
+        self.source: Any = None
+        self.version = -1
+
+    def fits(self, live: torch.Tensor) -> bool:
+        s = self.static
+        return s.shape == live.shape and s.dtype == live.dtype and s.device == live.device
+
+
 class _PredictorGraphs:
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.graphs: OrderedDict[tuple, Any] = OrderedDict()
-        self.features: Optional[torch.Tensor] = None  # static copy read by every graph
-        self.features_source: Optional[torch.Tensor] = None
-        self.features_version = -1
+        self.features: List[_Feature] = []  # static copies read by every graph
         self.event: Optional[torch.cuda.Event] = None
         self.stream: Optional[torch.cuda.Stream] = None
+        self.last: Optional[_Graph] = None
+
+    def refresh(self, live: Sequence[torch.Tensor]) -> List[torch.Tensor]:
+        if len(self.features) != len(live) or not all(f.fits(t) for f, t in zip(self.features, live)):
+            # A new layout (another model size, a batch of images): new buffers,
+            # and the graphs that read the old ones are dropped.
+            self.features = [_Feature(t) for t in live]
+            self.graphs.clear()
+            self.last = None
+        for feature, tensor in zip(self.features, live):
+            if feature.source is None or feature.source() is not tensor or feature.version != tensor._version:
+                feature.static.copy_(tensor)
+                feature.source = weakref.ref(tensor)
+                feature.version = tensor._version
+        return [f.static for f in self.features]
 
 
 _states: weakref.WeakKeyDictionary[Any, _PredictorGraphs] = weakref.WeakKeyDictionary()
@@ -102,74 +156,47 @@ def usable(device: torch.device) -> bool:
     return True
 
 
-def _refresh_features(state: _PredictorGraphs, features: torch.Tensor) -> None:
-    if state.features is None or state.features.shape != features.shape or state.features.dtype != features.dtype:
-        state.features = torch.empty_like(features)
-        state.features_source = None
-    if state.features_source is not features or state.features_version != features._version:
-        state.features.copy_(features)
-        state.features_source = features
-        state.features_version = features._version
-
-
-def _run(predictor: Any, inputs: Dict[str, Any], multimask: bool, return_logits: bool) -> Any:
-    return predictor.predict_torch(*batched(inputs), multimask, return_logits=return_logits)
-
-
-def _capture(
-    predictor: Any, state: _PredictorGraphs, prompts: Any, multimask: bool, return_logits: bool
-) -> _Graph:
-    device = predictor.device
+def _capture(work: Work, statics: List[torch.Tensor], device: torch.device) -> _Graph:
+    prompts = work.prompts
     before = torch.cuda.memory_allocated(device)
     host = prompts.packed()
     packed = None if host is None else host.to(device, non_blocking=True)
     ready = {key: value.clone() for key, value in prompts.ready.items()}
-    static: Dict[str, Any] = dict.fromkeys(KEYS)
-    static.update(ready)
+    inputs: Dict[Any, torch.Tensor] = dict(ready)
     if packed is not None:
-        static.update(prompts.views(packed))
-    live_features = predictor.features
+        inputs.update(prompts.views(packed))
     started = time.perf_counter()
-    # predict_torch reads ``self.features``: point it at the static buffer for
-    # the capture so that every replay reads whatever that buffer holds.
-    predictor.features = state.features
-    try:
-        side = torch.cuda.Stream(device)
-        side.wait_stream(torch.cuda.current_stream(device))
-        with torch.cuda.stream(side):
-            for _ in range(2):  # warm-up: kernels' lazy init stays out of the graph
-                _run(predictor, static, multimask, return_logits)
-        torch.cuda.current_stream(device).wait_stream(side)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph, capture_error_mode="thread_local"):
-            masks, iou, low = _run(predictor, static, multimask, return_logits)
-    finally:
-        predictor.features = live_features
+    side = torch.cuda.Stream(device)
+    side.wait_stream(torch.cuda.current_stream(device))
+    with torch.cuda.stream(side):
+        for _ in range(2):  # warm-up: kernels' lazy init stays out of the graph
+            work.run(inputs, statics)
+    torch.cuda.current_stream(device).wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph, capture_error_mode="thread_local"):
+        outputs = tuple(work.run(inputs, statics))
     capture_ms = (time.perf_counter() - started) * 1e3
-    outputs = (masks[0], iou[0], low[0])
     nbytes = max(torch.cuda.memory_allocated(device) - before, 0)
     return _Graph(graph, packed, ready, outputs, nbytes, capture_ms)
 
 
-def predict(
-    predictor: Any,
-    prompts: Any,
-    multimask: bool,
-    return_logits: bool,
-) -> Optional[Tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-    """Replay (capturing first if needed); None means: use the eager path."""
-    features = predictor.features
+def _autocast_state(device: torch.device) -> tuple:
+    kind = device.type
+    if not torch.is_autocast_enabled(kind):
+        return (False,)
+    return (True, torch.get_autocast_dtype(kind))
+
+
+def replay(predictor: Any, work: Work) -> Optional[Outputs]:
+    """Replay ``work`` (capturing it first if needed); None means: run it eagerly."""
+    device = work.prompts.device
+    features = list(work.features)
     key = (
-        prompts.signature(),
-        bool(multimask),
-        bool(return_logits),
-        tuple(predictor.input_size),
-        tuple(predictor.original_size),
-        tuple(features.shape),
-        features.dtype,
-        float(predictor.model.mask_threshold),
-        str(predictor.device),
-        type(predictor).predict_torch,
+        work.prompts.signature(),
+        work.key,
+        tuple((tuple(t.shape), t.dtype) for t in features),
+        str(device),
+        _autocast_state(device),
     )
     state = _state_for(predictor)
     with state.lock:
@@ -177,15 +204,15 @@ def predict(
         if entry is _FAILED:
             _counters["fallbacks"] += 1
             return None
-        device = predictor.device
         stream = torch.cuda.current_stream(device)
         if state.event is not None and state.stream != stream:
             stream.wait_event(state.event)  # the GPU waits, not the host
-        _refresh_features(state, features)
+        statics = state.refresh(features)
+        entry = state.graphs.get(key)  # a new feature layout drops the graphs
         if entry is None:
             try:
                 with _capture_lock:
-                    entry = _capture(predictor, state, prompts, multimask, return_logits)
+                    entry = _capture(work, statics, device)
             except Exception as exc:
                 state.graphs[key] = _FAILED
                 _counters["fallbacks"] += 1
@@ -194,19 +221,13 @@ def predict(
             _counters["captures"] += 1
             _counters["capture_ms"] += entry.capture_ms
             state.graphs[key] = entry
-            limit = _config.graph_cache_size()
-            while sum(1 for v in state.graphs.values() if v is not _FAILED) > limit:
-                for old_key, old in state.graphs.items():
-                    if old is not _FAILED:
-                        del state.graphs[old_key]
-                        _counters["evictions"] += 1
-                        break
+            _evict(state)
         else:
             state.graphs.move_to_end(key)
-            host = prompts.packed()
+            host = work.prompts.packed()
             if host is not None:
                 entry.packed.copy_(host, non_blocking=True)
-            for name, value in prompts.ready.items():
+            for name, value in work.prompts.ready.items():
                 entry.ready[name].copy_(value)
         entry.graph.replay()
         # Clones belong to the caller; the graph's own outputs are reused.
@@ -215,8 +236,43 @@ def predict(
             state.event = torch.cuda.Event()
         state.event.record(stream)
         state.stream = stream
+        state.last = entry
         _counters["replays"] += 1
-        return out  # type: ignore[return-value]
+        return out
+
+
+def _evict(state: _PredictorGraphs) -> None:
+    limit = _config.graph_cache_size()
+    while sum(1 for v in state.graphs.values() if v is not _FAILED) > limit:
+        for old_key, old in state.graphs.items():
+            if old is not _FAILED:
+                del state.graphs[old_key]
+                _counters["evictions"] += 1
+                break
+
+
+def device_floor_ms(predictor: Any, replays: int = 200) -> List[float]:
+    """The device time of this predictor's last replayed graph, replayed back to back.
+
+    Each replay is timed with CUDA events on the current stream: the floor
+    that graph mode can reach for this work on this card, with no host in
+    the way. Benchmarks put it beside graph mode's latency.
+    """
+    state = _state_for(predictor)
+    with state.lock:
+        entry = state.last
+        if entry is None:
+            raise RuntimeError("no graph was replayed for this predictor yet")
+        stream = torch.cuda.current_stream()
+        pairs = []
+        for _ in range(replays):
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record(stream)
+            entry.graph.replay()
+            end.record(stream)
+            pairs.append((start, end))
+        torch.cuda.synchronize()
+        return [s.elapsed_time(e) for s, e in pairs]
 
 
 def stats() -> Dict[str, Any]:
@@ -240,5 +296,5 @@ def clear() -> None:
         for state in list(_states.values()):
             with state.lock:
                 state.graphs.clear()
-                state.features = None
-                state.features_source = None
+                state.features = []
+                state.last = None

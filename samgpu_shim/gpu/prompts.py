@@ -113,16 +113,15 @@ class Prompts:
             self.ready[key] = tensor.to(self.device, non_blocking=True)
 
     def signature(self) -> tuple:
-        """Shapes and dtypes of the four prompts (None where absent)."""
-        out = []
-        for key in KEYS:
-            if key in self.ready:
-                t = self.ready[key]
-                out.append((key, tuple(t.shape), t.dtype))
-            elif key in self.layout:
-                _, _, dtype, shape = self.layout[key]
-                out.append((key, shape, dtype))
-        return tuple(out)
+        """Keys, shapes, dtypes and placement of the staged prompts.
+
+        Host prompts are listed in packing order (their byte layout), prompts
+        already on the device after them: two calls with the same signature
+        fill the same buffers the same way.
+        """
+        host = tuple((key, shape, dtype, "host") for key, (_, _, dtype, shape) in self.layout.items())
+        ready = tuple((key, tuple(t.shape), t.dtype, "device") for key, t in self.ready.items())
+        return host + ready
 
     def packed(self) -> Optional[torch.Tensor]:
         """The host prompts as one byte tensor (pinned on CUDA), or None."""
