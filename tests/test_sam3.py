@@ -18,8 +18,9 @@ pytest.importorskip("sam3", reason="sam3 is not installed")
 from sam3.model.sam1_task_predictor import SAM3InteractiveImagePredictor  # noqa: E402
 from sam3.model.sam3_image import Sam3Image  # noqa: E402
 
-import family_models  # noqa: E402
 from samgpu_shim.tools.models import synthetic_image  # noqa: E402
+
+import family_models  # noqa: E402
 
 POINTS = np.array([[40.0, 30.0], [100.0, 70.0]])
 LABELS = np.array([1, 0])

@@ -86,7 +86,8 @@ def predict_resident(
     token = SYNC_FREE.set(True)
     try:
         if _allow_graphs and graphs.usable(prompts.device):
-            replayed = graphs.replay(predictor, _graph_work(predictor, prompts, multimask_output, return_logits, torch_kwargs))
+            work = _graph_work(predictor, prompts, multimask_output, return_logits, torch_kwargs)
+            replayed = graphs.replay(predictor, work)
             if replayed is not None:
                 return replayed
         tensors = prompts.on_device()

@@ -224,9 +224,9 @@ def _dispatch(
             finally:
                 predictor._features = live
 
+        key = _graph_key(predictor, extra)
         replayed = graphs.replay(
-            predictor,
-            graphs.Work(prompts=prompts, features=_image_tensors(predictor), run=work, key=_graph_key(predictor, extra)),
+            predictor, graphs.Work(prompts=prompts, features=_image_tensors(predictor), run=work, key=key)
         )
         if replayed is not None:
             return _unflatten(replayed, images)

@@ -15,7 +15,7 @@ import platform
 import statistics
 import sys
 import time
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -23,10 +23,62 @@ import torch
 from .._telemetry import KPI_LOGGER_NAME
 from ..syncs import SyncProneOps, count_cuda_syncs
 from . import pipeline as _pipeline
-from .models import MODEL_NAMES, SAM2_MODEL_NAMES, build_sam, build_sam2, synthetic_image
+from .models import (
+    MODEL_NAMES,
+    SAM2_MODEL_NAMES,
+    SAM3_MODEL_NAMES,
+    build_sam,
+    build_sam2,
+    build_sam3,
+    sam3_predictor,
+    synthetic_image,
+)
 
-# --family -> the model names it accepts
-FAMILY_MODELS = {"sam": MODEL_NAMES, "sam2": SAM2_MODEL_NAMES}
+# --family -> (package it needs, pip extra that brings it, model names it accepts)
+BENCH_FAMILIES: Dict[str, Tuple[str, str, Tuple[str, ...]]] = {
+    "sam": ("segment_anything", "bench", MODEL_NAMES),
+    "sam2": ("sam2", "sam2", SAM2_MODEL_NAMES),
+    "sam3": ("sam3", "sam3", SAM3_MODEL_NAMES),
+    "hq": ("segment_anything_hq", "hq", ("vit_b", "vit_l", "vit_h")),
+    "mobile": ("mobile_sam", "mobile", ("vit_t",)),
+    "efficientvit": ("efficientsam", "efficientvit", ("l0", "l1", "l2", "xl0", "xl1")),
+}
+FAMILY_MODELS = {family: names for family, (_, _, names) in BENCH_FAMILIES.items()}
+
+
+def family_predictor(family: str, model: str, device: torch.device) -> Tuple[Any, Any]:
+    """(predictor class, predictor) of ``family`` over ``model``, random weights (seed 0)."""
+    if family == "sam2":
+        from sam2.sam2_image_predictor import SAM2ImagePredictor
+
+        return SAM2ImagePredictor, SAM2ImagePredictor(build_sam2(model, device=device))
+    if family == "sam3":
+        from sam3.model.sam1_task_predictor import SAM3InteractiveImagePredictor
+
+        return SAM3InteractiveImagePredictor, sam3_predictor(build_sam3(model, device=device))
+    if family == "sam":
+        from segment_anything import SamPredictor
+
+        return SamPredictor, SamPredictor(build_sam(model, device=device))
+    state = torch.random.get_rng_state()
+    torch.manual_seed(0)
+    try:
+        if family == "hq":
+            from segment_anything_hq import SamPredictor, sam_model_registry
+
+            sam = sam_model_registry[model](checkpoint=None)
+        elif family == "mobile":
+            from mobile_sam import SamPredictor, sam_model_registry
+
+            sam = sam_model_registry[model](checkpoint=None)
+        else:
+            from efficientsam.models.efficientvit.sam import EfficientViTSamPredictor as SamPredictor
+            from efficientsam.sam_model_zoo import create_efficientvit_sam_model
+
+            sam = create_efficientvit_sam_model(f"efficientvit-sam-{model}", pretrained=False)
+    finally:
+        torch.random.set_rng_state(state)
+    return SamPredictor, SamPredictor(sam.eval().to(device))
 
 
 class _FormattingHandler(logging.Handler):
@@ -114,22 +166,14 @@ def run_model(
     family: str = "sam",
     quiet: bool = False,
     metrics: bool = False,
+    compile_reference: bool = False,
 ) -> Dict[str, Any]:
     import samgpu_shim
 
     if not samgpu_shim.is_patched():
         samgpu_shim.patch()
-    if family == "sam2":
-        from sam2.sam2_image_predictor import SAM2ImagePredictor as predictor_class
-
-        sam = build_sam2(model, device=device)
-        cuda_graphs = False  # graph mode is SAM 1's (docs/graphs.rst)
-    else:
-        from segment_anything import SamPredictor as predictor_class
-
-        sam = build_sam(model, device=device)
+    predictor_class, predictor = family_predictor(family, model, device)
     original = samgpu_shim.get_original(predictor_class, "predict")
-    predictor = predictor_class(sam)
     image = synthetic_image(*image_hw)
     started = time.perf_counter()
     predictor.set_image(image)
@@ -212,6 +256,10 @@ def run_model(
         t0 = time.perf_counter()
         graph_predict()  # the first call of a signature captures
         capture_ms = round((time.perf_counter() - t0) * 1e3, 2)
+    compiled = None
+    if compile_reference and device.type == "cuda":
+        compiled = compiled_reference(predictor, coords, labels)
+        paths[COMPILED_PATH] = compiled["call"]
     if pipeline:
         paths["frame pipeline, numpy on upstream"] = upstream_pipeline
         paths["frame pipeline, shim on device"] = shim_pipeline
@@ -223,6 +271,9 @@ def run_model(
     if "shim predict, CUDA graph replay" in paths:
         replayed = graph_predict()
         identical = identical and all(torch.equal(a, b) for a, b in zip(got, replayed))
+    compiled_identical = None
+    if compiled is not None:
+        compiled_identical = all(torch.equal(a, b) for a, b in zip(got, compiled["call"]()))
     if pipeline:
         pipelines_agree = json.loads(upstream_pipeline())["area_px"] == json.loads(shim_pipeline())["area_px"]
     else:
@@ -246,9 +297,16 @@ def run_model(
     finally:
         bar.close()
     rounds = min(5, calls)
+    if "shim predict, CUDA graph replay" in paths:
+        from ..gpu import graphs as _graphs
+
+        graph_predict()  # the graph of this signature is the last replayed
+        samples["device floor (graph replays back to back)"] = _graphs.device_floor_ms(predictor, calls)
+        syncs["device floor (graph replays back to back)"] = {"syncs_per_call": 0.0, "sync_measure": syncs[
+            "shim predict, CUDA graph replay"]["sync_measure"]}
 
     rows = []
-    for name in paths:
+    for name in samples:
         rows.append(
             {
                 "model": model,
@@ -270,8 +328,61 @@ def run_model(
         "pipelines_agree": pipelines_agree,
         "shim_outputs": outputs,
         "graph_capture_ms": capture_ms,
+        "compiled_reference": None if compiled is None else {
+            "identical_to_shim": compiled_identical, "compile_ms": compiled["compile_ms"],
+            "mode": "reduce-overhead"},
         "rows": rows,
     }
+
+
+COMPILED_PATH = "torch.compile reduce-overhead (reference)"
+
+
+def compiled_reference(predictor: Any, coords: np.ndarray, labels: np.ndarray) -> Dict[str, Any]:
+    """segment-anything's prompt-to-mask work for one point, under
+    ``torch.compile(mode="reduce-overhead")``: a reference row for graph mode.
+
+    The same work as ``predict_torch`` with points only (sync-free point
+    embedding, decoder, upscaling, threshold), prompts transformed and
+    uploaded like the shim's (pinned, non-blocking); outputs cloned, since
+    compiled CUDA graphs reuse their output memory too.
+    """
+    from ..gpu.sync_free import embed_points_sync_free
+
+    sam = predictor.model
+    encoder = sam.prompt_encoder
+    input_size, original_size = tuple(predictor.input_size), tuple(predictor.original_size)
+    features = predictor.features
+    device = features.device
+
+    def work(points: torch.Tensor, point_labels: torch.Tensor) -> Tuple[torch.Tensor, ...]:
+        sparse = embed_points_sync_free(encoder, points, point_labels, pad=True)
+        dense = encoder.no_mask_embed.weight.reshape(1, -1, 1, 1).expand(1, -1, *encoder.image_embedding_size)
+        low, iou = sam.mask_decoder(
+            image_embeddings=features,
+            image_pe=encoder.get_dense_pe(),
+            sparse_prompt_embeddings=sparse,
+            dense_prompt_embeddings=dense,
+            multimask_output=True,
+        )
+        masks = sam.postprocess_masks(low, input_size, original_size) > sam.mask_threshold
+        return masks[0], iou[0], low[0]
+
+    fn = torch.compile(work, mode="reduce-overhead", fullgraph=False)
+    scaled = predictor.transform.apply_coords(coords, original_size)
+
+    def call() -> Tuple[torch.Tensor, ...]:
+        points = torch.as_tensor(scaled, dtype=torch.float).pin_memory().to(device, non_blocking=True)
+        point_labels = torch.as_tensor(labels, dtype=torch.int).pin_memory().to(device, non_blocking=True)
+        with torch.inference_mode():
+            out = tuple(t.clone() for t in fn(points[None], point_labels[None]))
+        torch.cuda.synchronize(device)
+        return out
+
+    started = time.perf_counter()
+    for _ in range(3):  # compile, then cudagraph trees record on the later calls
+        call()
+    return {"call": call, "compile_ms": round((time.perf_counter() - started) * 1e3, 1)}
 
 
 def metric_backends() -> List[str]:
@@ -390,7 +501,7 @@ def format_table(report: Dict[str, Any]) -> str:
             f"metrics per call ({'+'.join(metrics['backends'])}): {metrics['per_call_us']:.2f} us in the call, "
             f"{metrics['background_per_call_us']:.2f} us later in the background thread"
         )
-    header = f"{'model':<6} {'path':<36} {'calls':>5} {'syncs/call':>10} {'p50 ms':>9} {'p99 ms':>9} {'max ms':>9}"
+    header = f"{'model':<6} {'path':<44} {'calls':>5} {'syncs/call':>10} {'p50 ms':>9} {'p99 ms':>9} {'max ms':>9}"
     for result in report["results"]:
         lines.append("")
         lines.append(
@@ -401,7 +512,7 @@ def format_table(report: Dict[str, Any]) -> str:
         lines.append(header)
         for row in result["rows"]:
             lines.append(
-                f"{row['model']:<6} {row['path']:<36} {row['calls']:>5} {row['syncs_per_call']:>10.1f} "
+                f"{row['model']:<6} {row['path']:<44} {row['calls']:>5} {row['syncs_per_call']:>10.1f} "
                 f"{row['p50_ms']:>9.3f} {row['p99_ms']:>9.3f} {row['max_ms']:>9.3f}"
             )
         by_path = {row["path"]: row for row in result["rows"]}
@@ -415,6 +526,19 @@ def format_table(report: Dict[str, Any]) -> str:
         lines.append(note)
         if result.get("graph_capture_ms") is not None:
             lines.append(f"CUDA graph capture (first call of the signature): {result['graph_capture_ms']:.1f} ms")
+        floor = by_path.get("device floor (graph replays back to back)")
+        if floor:
+            graph = by_path["shim predict, CUDA graph replay"]
+            lines.append(
+                f"graph mode p50 / device floor p50 = {graph['p50_ms'] / floor['p50_ms']:.2f}; "
+                f"graph p99 / p50 = {graph['p99_ms'] / graph['p50_ms']:.2f}"
+            )
+        ref = result.get("compiled_reference")
+        if ref:
+            lines.append(
+                f"torch.compile reference: compiled in {ref['compile_ms'] / 1e3:.1f} s, "
+                f"bit-identical to the shim: {ref['identical_to_shim']}"
+            )
         if result["rows"][0]["sync_measure"].startswith("sync-prone"):
             lines.append(
                 "(syncs/call on a CPU counts the operations that make the host wait for a GPU, such as nonzero, "
@@ -511,6 +635,7 @@ def run(args: Any) -> Dict[str, Any]:
                 family=family,
                 quiet=bool(getattr(args, "json", None)),
                 metrics=getattr(args, "metrics", False),
+                compile_reference=getattr(args, "compile", False),
             )
         )
     return report

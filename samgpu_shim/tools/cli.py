@@ -76,18 +76,18 @@ def _check_common(args: argparse.Namespace) -> None:
 
 
 def _check_bench(args: argparse.Namespace) -> None:
-    from samgpu_shim.tools.models import MODEL_NAMES, SAM2_MODEL_NAMES
+    from samgpu_shim.tools.bench import BENCH_FAMILIES
 
     _check_common(args)
     if args.warmup < 0:
         raise CliError(f"--warmup {args.warmup}: must be 0 or more")
     if args.frames and args.family != "sam":
         raise CliError("--frames times segment-anything's SamPredictor only; drop --family")
-    package = {"sam": "segment_anything", "sam2": "sam2"}[args.family]
+    if args.compile and args.family != "sam":
+        raise CliError("--compile builds the reference for segment-anything's prompt-to-mask work; drop --family")
+    package, extra, names = BENCH_FAMILIES[args.family]
     if importlib.util.find_spec(package) is None:
-        extra = {"sam": "bench", "sam2": "sam2"}[args.family]
         raise CliError(f"--family {args.family}: {package} is not installed (pip install 'samgpu-shim[{extra}]')")
-    names = {"sam": MODEL_NAMES, "sam2": SAM2_MODEL_NAMES}[args.family]
     unknown = [m for m in args.model if m not in names]
     if unknown:
         raise CliError(f"--family {args.family} has no model {', '.join(unknown)}; choose from {', '.join(names)}")
@@ -157,8 +157,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument(
         "--family",
         default="sam",
-        choices=["sam", "sam2"],
-        help="sam: segment-anything's SamPredictor; sam2: SAM 2's SAM2ImagePredictor",
+        choices=["sam", "sam2", "sam3", "hq", "mobile", "efficientvit"],
+        help="sam: segment-anything's SamPredictor; sam2: SAM 2's SAM2ImagePredictor; sam3: SAM 3's "
+        "SAM3InteractiveImagePredictor; hq: SAM-HQ; mobile: MobileSAM; efficientvit: EfficientViT-SAM",
     )
     bench.add_argument(
         "--model",
@@ -166,7 +167,8 @@ def build_parser() -> argparse.ArgumentParser:
         default=["tiny"],
         metavar="MODEL",
         help="architectures, random weights (tiny runs on a CPU in seconds); "
-        "sam: tiny vit_b vit_l vit_h; sam2: tiny hiera_t hiera_s hiera_b+ hiera_l",
+        "sam: tiny vit_b vit_l vit_h; sam2: tiny hiera_t hiera_s hiera_b+ hiera_l; sam3: tiny full; "
+        "hq: vit_b vit_l vit_h; mobile: vit_t; efficientvit: l0 l1 l2 xl0 xl1",
     )
     bench.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda, cuda:1, ...")
     bench.add_argument("--image", default="1080x1920", help="frame size HEIGHTxWIDTH")
@@ -176,7 +178,15 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--warmup", type=int, default=10, help="untimed calls per path first")
     bench.add_argument("--no-pipeline", action="store_true", help="skip the frame-pipeline comparison")
     bench.add_argument(
-        "--cuda-graphs", action="store_true", help="also time graph mode (CUDA only; capture time reported)"
+        "--cuda-graphs",
+        action="store_true",
+        help="also time graph mode and its device floor (CUDA only; capture time reported)",
+    )
+    bench.add_argument(
+        "--compile",
+        action="store_true",
+        help="also time torch.compile(mode='reduce-overhead') of the same work, a reference row "
+        "(--family sam, CUDA only; compile time reported)",
     )
     bench.add_argument(
         "--frames", action="store_true", help="time the whole frame loop (set_image included) instead of predict"

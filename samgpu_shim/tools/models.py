@@ -167,58 +167,61 @@ def build_sam3(name: str = "tiny", *, seed: int = 0, device: Any = "cpu") -> Any
     mem_dim = max(dim // 4, 8)
     gen_state = torch.random.get_rng_state()
     torch.manual_seed(seed)
+    # Built where it runs: the full model's 32 ViT blocks initialise in seconds
+    # on a GPU (the weights then differ from a CPU build's; any weights do).
     try:
-        trunk = ViT(
-            img_size=size, pretrain_img_size=336 if name == "full" else size, patch_size=14, embed_dim=width,
-            depth=depth, num_heads=heads, mlp_ratio=4.625, norm_layer="LayerNorm", drop_path_rate=0.0,
-            qkv_bias=True, use_abs_pos=True, tile_abs_pos=True, global_att_blocks=global_blocks,
-            rel_pos_blocks=(), use_rope=True, use_interp_rope=True, window_size=window,
-            pretrain_use_cls_token=True, retain_cls_token=False, ln_pre=True, ln_post=False,
-            return_interm_layers=False, bias_patch_embed=False,
-        )
-        position = PositionEmbeddingSine(num_pos_feats=dim, normalize=True, scale=None, temperature=10000)
-        neck = Sam3DualViTDetNeck(
-            trunk=trunk, position_encoding=position, d_model=dim, scale_factors=[4.0, 2.0, 1.0, 0.5],
-            add_sam2_neck=True,
-        )
-        attention = dict(num_heads=1, downsample_rate=1, dropout=0.0, rope_theta=10000.0,
-                         feat_sizes=[grid, grid], use_fa3=False, use_rope_real=False)
-        layer = TransformerDecoderLayerv2(
-            cross_attention_first=False, activation="relu", dim_feedforward=4 * dim, dropout=0.0,
-            pos_enc_at_attn=False, pre_norm=True, d_model=dim, pos_enc_at_cross_attn_keys=True,
-            pos_enc_at_cross_attn_queries=False,
-            self_attention=RoPEAttention(embedding_dim=dim, **attention),
-            cross_attention=RoPEAttention(embedding_dim=dim, kv_in_dim=mem_dim, rope_k_repeat=True, **attention),
-        )
-        memory_attention = TransformerWrapper(
-            encoder=TransformerEncoderCrossAttention(
-                remove_cross_attention_layers=[], batch_first=True, d_model=dim, frozen=False,
-                pos_enc_at_input=True, layer=layer, num_layers=1, use_act_checkpoint=False,
-            ),
-            decoder=None,
-            d_model=dim,
-        )
-        memory_encoder = SimpleMaskEncoder(
-            out_dim=mem_dim,
-            position_encoding=PositionEmbeddingSine(num_pos_feats=mem_dim, normalize=True, scale=None,
-                                                    temperature=10000),
-            mask_downsampler=SimpleMaskDownSampler(kernel_size=3, stride=2, padding=1, interpol_size=[size, size]),
-            fuser=SimpleFuser(layer=CXBlock(dim=dim, kernel_size=7, padding=3, layer_scale_init_value=1e-6,
-                                            use_dwconv=True), num_layers=1),
-        )
-        model = Sam3TrackerBase(
-            backbone=SAM3VLBackbone(scalp=1, visual=neck, text=None),
-            transformer=memory_attention,
-            maskmem_backbone=memory_encoder,
-            image_size=size,
-            backbone_stride=14,
-            multimask_output_in_sam=True,
-            sam_mask_decoder_extra_args={
-                "dynamic_multimask_via_stability": True,
-                "dynamic_multimask_stability_delta": 0.05,
-                "dynamic_multimask_stability_thresh": 0.98,
-            },
-        )
+        with torch.device(device):
+            trunk = ViT(
+                img_size=size, pretrain_img_size=336 if name == "full" else size, patch_size=14, embed_dim=width,
+                depth=depth, num_heads=heads, mlp_ratio=4.625, norm_layer="LayerNorm", drop_path_rate=0.0,
+                qkv_bias=True, use_abs_pos=True, tile_abs_pos=True, global_att_blocks=global_blocks,
+                rel_pos_blocks=(), use_rope=True, use_interp_rope=True, window_size=window,
+                pretrain_use_cls_token=True, retain_cls_token=False, ln_pre=True, ln_post=False,
+                return_interm_layers=False, bias_patch_embed=False,
+            )
+            position = PositionEmbeddingSine(num_pos_feats=dim, normalize=True, scale=None, temperature=10000)
+            neck = Sam3DualViTDetNeck(
+                trunk=trunk, position_encoding=position, d_model=dim, scale_factors=[4.0, 2.0, 1.0, 0.5],
+                add_sam2_neck=True,
+            )
+            attention = dict(num_heads=1, downsample_rate=1, dropout=0.0, rope_theta=10000.0,
+                             feat_sizes=[grid, grid], use_fa3=False, use_rope_real=False)
+            layer = TransformerDecoderLayerv2(
+                cross_attention_first=False, activation="relu", dim_feedforward=4 * dim, dropout=0.0,
+                pos_enc_at_attn=False, pre_norm=True, d_model=dim, pos_enc_at_cross_attn_keys=True,
+                pos_enc_at_cross_attn_queries=False,
+                self_attention=RoPEAttention(embedding_dim=dim, **attention),
+                cross_attention=RoPEAttention(embedding_dim=dim, kv_in_dim=mem_dim, rope_k_repeat=True, **attention),
+            )
+            memory_attention = TransformerWrapper(
+                encoder=TransformerEncoderCrossAttention(
+                    remove_cross_attention_layers=[], batch_first=True, d_model=dim, frozen=False,
+                    pos_enc_at_input=True, layer=layer, num_layers=1, use_act_checkpoint=False,
+                ),
+                decoder=None,
+                d_model=dim,
+            )
+            memory_encoder = SimpleMaskEncoder(
+                out_dim=mem_dim,
+                position_encoding=PositionEmbeddingSine(num_pos_feats=mem_dim, normalize=True, scale=None,
+                                                        temperature=10000),
+                mask_downsampler=SimpleMaskDownSampler(kernel_size=3, stride=2, padding=1, interpol_size=[size, size]),
+                fuser=SimpleFuser(layer=CXBlock(dim=dim, kernel_size=7, padding=3, layer_scale_init_value=1e-6,
+                                                use_dwconv=True), num_layers=1),
+            )
+            model = Sam3TrackerBase(
+                backbone=SAM3VLBackbone(scalp=1, visual=neck, text=None),
+                transformer=memory_attention,
+                maskmem_backbone=memory_encoder,
+                image_size=size,
+                backbone_stride=14,
+                multimask_output_in_sam=True,
+                sam_mask_decoder_extra_args={
+                    "dynamic_multimask_via_stability": True,
+                    "dynamic_multimask_stability_delta": 0.05,
+                    "dynamic_multimask_stability_thresh": 0.98,
+                },
+            )
     finally:
         torch.random.set_rng_state(gen_state)
     return model.eval().to(device)

@@ -187,7 +187,7 @@ def test_predict_batch(graphs):
             box_batch=[BOX, BOX],
         )
         first = p.predict_batch(**kwargs)
-        syncs, second = count_cuda_syncs(lambda: p.predict_batch(**kwargs))
+        syncs, second = count_cuda_syncs(lambda p=p, kwargs=kwargs: p.predict_batch(**kwargs))
         assert syncs == 0
         _same(_eager(p, "predict_batch", **kwargs), second)
         _same(first, second)
