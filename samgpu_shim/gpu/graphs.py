@@ -122,10 +122,15 @@ class _PredictorGraphs:
             self.graphs.clear()
             self.last = None
         for feature, tensor in zip(self.features, live):
-            if feature.source is None or feature.source() is not tensor or feature.version != tensor._version:
+            # Inference tensors (EfficientViT-SAM sets its image under
+            # inference_mode) keep no version counter: those are copied on
+            # every call, a device-side copy that costs no host wait.
+            version = -1 if tensor.is_inference() else tensor._version
+            source = feature.source() if feature.source is not None else None
+            if source is not tensor or version < 0 or feature.version != version:
                 feature.static.copy_(tensor)
                 feature.source = weakref.ref(tensor)
-                feature.version = tensor._version
+                feature.version = version
         return [f.static for f in self.features]
 
 

@@ -74,6 +74,15 @@ def family(request):
     return request.param, p
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _tf32_untouched():
+    """Importing sam3 turns TF32 on for the whole process: put the flags back,
+    so that the tests of later modules see PyTorch's defaults."""
+    flags = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    yield
+    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = flags
+
+
 @pytest.fixture()
 def graphs():
     samgpu_shim.configure(cuda_graphs=True)
