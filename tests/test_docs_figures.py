@@ -96,3 +96,26 @@ def test_readme_table_is_run_5():
         row = rows[("vit_h", path)]
         assert round(row["syncs_per_call"]) == int(syncs)
         assert f"{row['p50_ms']:.2f}" == p50 and f"{row['p99_ms']:.2f}" == p99, (path, row["p50_ms"], row["p99_ms"])
+
+
+def test_graph_mode_family_table_matches_run24():
+    text = (ROOT / "docs" / "families.rst").read_text()
+    section = text.split("Graph mode in every family")[1].split("In-house copies")[0]
+    cells = re.findall(
+        r"\* - ([\w-]+)(?: \([\d.]+\))? (\w+)\n\s+- (\d+)\n\s+- ([\d.]+)\n\s+- ([\d.]+)\n\s+- ([\d.]+)\n"
+        r"\s+- ([\d.]+)\n\s+- ([\d.]+)",
+        section,
+    )
+    files = {"segment-anything": "sam", "segment-anything-hq": "hq", "mobile-sam": "mobile",
+             "efficientvit-sam": "efficientvit", "sam2": "sam2", "sam3": "sam3"}
+    assert len(cells) == 8
+    for family, model, syncs, up, eager, graph, floor, ratio in cells:
+        rows = _rows(f"graphs-h100-run24-{files[family]}.json")
+        get = lambda path: rows[(model, path)]  # noqa: E731
+        assert round(get("upstream predict (numpy out)")["syncs_per_call"]) == int(syncs)
+        assert round(get("shim predict, CUDA graph replay")["syncs_per_call"]) == 0
+        shown = [float(up), float(eager), float(graph), float(floor)]
+        paths = ("upstream predict (numpy out)", "shim predict (tensors out)", "shim predict, CUDA graph replay",
+                 "device floor (graph replays back to back)")
+        assert shown == [round(get(p)["p50_ms"], 3) for p in paths], (family, model)
+        assert f"{float(graph) / float(floor):.2f}" == ratio
