@@ -25,7 +25,7 @@ from ._convert import json_default, to_numpy
 from ._lifecycle import get_original, is_patched, patch, status, unpatch
 from ._metrics import start_metrics_server
 from ._streams import ready_event
-from ._telemetry import EVENT_DEVICE_TIME, EVENT_PREDICT, KPI_LOGGER_NAME
+from ._telemetry import EVENT_DEVICE_TIME, EVENT_PREDICT, KPI_LOGGER_NAME, kpi_fields
 from ._version import __version__
 
 __all__ = [
@@ -51,6 +51,7 @@ __all__ = [
     "graph_stats",
     "is_patched",
     "json_default",
+    "kpi_fields",
     "patch",
     "ready_event",
     "reset_stats",

@@ -9,8 +9,9 @@ replacement runs only inside GPU-mode calls.
 
 from __future__ import annotations
 
+import sys
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Tuple
 
 from . import _config, _metrics, _telemetry
 from .families import Wrapper
@@ -35,6 +36,7 @@ def predict_wrapper(family: str, resident: Callable[..., Any]) -> Wrapper:
         timer = device_timer(instance, as_numpy)
         started = clock()
         if as_numpy:
+            args, kwargs = host_prompts(args, kwargs)
             out = wrapped(*args, **kwargs)
         else:
             out = resident(instance, *args, **kwargs)
@@ -52,6 +54,39 @@ def predict_wrapper(family: str, resident: Callable[..., Any]) -> Wrapper:
         return out
 
     return wrapper
+
+
+def host_prompts(args: tuple, kwargs: dict) -> Tuple[tuple, dict]:
+    """Tensor prompts as numpy arrays, for upstream's numpy path.
+
+    Code migrated to the GPU path feeds tensors back as prompts (the last
+    low-res logits as ``mask_input``, a tracked point); upstream's numpy path
+    cannot read them. Rolled back (``SAMGPU_AS_NUMPY=1``, ``as_numpy=True``),
+    such code must keep working unchanged: its tensors, and tensors inside
+    lists (``predict_batch``), are copied to numpy first. Anything else is
+    passed through untouched.
+    """
+    torch = sys.modules.get("torch")
+    if torch is None:
+        return args, kwargs
+    tensor = torch.Tensor
+
+    def has(value: Any) -> bool:
+        return isinstance(value, tensor) or (
+            isinstance(value, (list, tuple)) and any(isinstance(v, tensor) for v in value)
+        )
+
+    if not any(has(v) for v in args) and not any(has(v) for v in kwargs.values()):
+        return args, kwargs
+
+    def host(value: Any) -> Any:
+        if isinstance(value, tensor):
+            return value.detach().cpu().numpy()
+        if isinstance(value, (list, tuple)) and any(isinstance(v, tensor) for v in value):
+            return type(value)(host(v) for v in value)
+        return value
+
+    return tuple(host(v) for v in args), {k: host(v) for k, v in kwargs.items()}
 
 
 def resident(family: str, function: Callable[..., Any]) -> Callable[[Any], Wrapper]:

@@ -14,6 +14,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import itertools
 import json
 import logging
@@ -21,7 +23,7 @@ import sys
 import threading
 import time
 from collections import deque
-from typing import Any, Deque, Dict, List, Optional, Tuple
+from typing import Any, Deque, Dict, Iterator, List, Optional, Tuple
 
 from . import _config
 
@@ -229,6 +231,32 @@ def enabled() -> bool:
 
 EVENT_DEVICE_TIME = "sam_predict_device_time"
 
+# Fields the application adds to the KPI events of the calls it makes inside
+# ``kpi_fields(...)`` (a frame id, a request id): empty by default.
+_extra_fields: contextvars.ContextVar[Optional[Dict[str, Any]]] = contextvars.ContextVar(
+    "samgpu_shim_kpi_fields", default=None
+)
+
+_RESERVED = frozenset({"ts", "event", "as_numpy", "as_numpy_source", "mask_device", "iou_device", "low_device",
+                       "predictor", "family", "latency_ms", "module", "function", "line", "sample_every"})
+
+
+@contextlib.contextmanager
+def kpi_fields(**fields: Any) -> Iterator[None]:
+    """Add ``fields`` to the KPI event of every ``predict`` called inside.
+
+    Values must be JSON-serialisable; nested blocks add to the outer ones.
+    The event's own fields cannot be replaced.
+    """
+    clash = _RESERVED.intersection(fields)
+    if clash:
+        raise ValueError(f"kpi_fields cannot set the event's own field(s): {', '.join(sorted(clash))}")
+    token = _extra_fields.set({**(_extra_fields.get() or {}), **fields})
+    try:
+        yield
+    finally:
+        _extra_fields.reset(token)
+
 _counter = itertools.count()
 
 
@@ -268,6 +296,9 @@ def emit_predict(
         }
         if every > 1:
             fields["sample_every"] = every
+        extra = _extra_fields.get()
+        if extra:
+            fields.update(extra)
         kpi_logger.info(KpiEvent(fields), extra={"samgpu_kpi": fields})
         if _config.kpi_device_time():
             for (d_module, d_function, d_line), ms in collect_device_times():

@@ -174,6 +174,17 @@ class FamilyContract:
             _config.load_env()
         assert isinstance(predictor.predict(*args, **kwargs)[0], torch.Tensor)
 
+    def test_numpy_mode_takes_tensor_prompts(self, predictor: Any) -> None:
+        # Rolled back, code that feeds tensors back as prompts (a tracked
+        # point, the last low-res logits) gets upstream's results for the
+        # same values, instead of upstream's error on a tensor.
+        args, kwargs = PROMPT_MIXES["everything"]
+        expected = self.upstream(predictor, *args, **kwargs)
+        tensors = {k: torch.as_tensor(v) if isinstance(v, np.ndarray) else v for k, v in kwargs.items()}
+        got = predictor.predict(*args, **tensors, as_numpy=True)
+        for e, g in zip(expected, got):
+            assert_same_arrays(e, g)
+
     def test_kpi_event_names_family(self, predictor: Any, caplog: Any) -> None:
         args, kwargs = PROMPT_MIXES["point_multimask"]
         with caplog.at_level(logging.INFO, logger=samgpu_shim.KPI_LOGGER_NAME):

@@ -111,11 +111,10 @@ def test_graph_mode_family_table_matches_run24():
     assert len(cells) == 8
     for family, model, syncs, up, eager, graph, floor, ratio in cells:
         rows = _rows(f"graphs-h100-run24-{files[family]}.json")
-        get = lambda path: rows[(model, path)]  # noqa: E731
-        assert round(get("upstream predict (numpy out)")["syncs_per_call"]) == int(syncs)
-        assert round(get("shim predict, CUDA graph replay")["syncs_per_call"]) == 0
+        assert round(rows[(model, "upstream predict (numpy out)")]["syncs_per_call"]) == int(syncs)
+        assert round(rows[(model, "shim predict, CUDA graph replay")]["syncs_per_call"]) == 0
         shown = [float(up), float(eager), float(graph), float(floor)]
         paths = ("upstream predict (numpy out)", "shim predict (tensors out)", "shim predict, CUDA graph replay",
                  "device floor (graph replays back to back)")
-        assert shown == [round(get(p)["p50_ms"], 3) for p in paths], (family, model)
+        assert shown == [round(rows[(model, p)]["p50_ms"], 3) for p in paths], (family, model)
         assert f"{float(graph) / float(floor):.2f}" == ratio

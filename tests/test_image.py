@@ -114,7 +114,7 @@ def test_bad_image_format(predictor):
         set_image_tensor(predictor, torch.zeros(8, 8, 3, dtype=torch.uint8), "RGBA")
 
 
-def test_rollback_leaves_set_image_to_upstream(tiny_sam, monkeypatch):
+def test_rollback_hands_set_image_to_upstream(tiny_sam, monkeypatch):
     import samgpu_shim.families.sam1 as image_mod  # where the wrapper looks it up
 
     calls = []
@@ -124,9 +124,13 @@ def test_rollback_leaves_set_image_to_upstream(tiny_sam, monkeypatch):
     try:
         samgpu_shim.configure(as_numpy=True)
         p = SamPredictor(tiny_sam)
-        with pytest.raises(ValueError, match="pic should not have > 4 channels"):  # upstream refuses
-            p.set_image(torch.zeros(20, 30, 3, dtype=torch.uint8))
-        assert calls == []
+        frame = synthetic_image(20, 30, seed=4)
+        # Rolled back, a tensor frame is handed to upstream as the array it
+        # expects: code written for tensor frames runs unchanged, upstream's way.
+        p.set_image(torch.from_numpy(frame))
+        from_tensor = p.features.clone()
+        _original("set_image")(p, frame)
+        assert calls == [] and torch.equal(from_tensor, p.features)
         samgpu_shim.configure(as_numpy=None)
         p.set_image(torch.zeros(20, 30, 3, dtype=torch.uint8))
         assert calls == [1]

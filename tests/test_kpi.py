@@ -150,3 +150,19 @@ def test_repatching_does_not_stack_file_handlers(tmp_path, monkeypatch):
     samgpu_shim.unpatch()
     samgpu_shim.patch()
     assert len(logger.handlers) == before
+
+
+def test_kpi_fields_add_to_the_events_inside(predictor, kpi_records):
+    with samgpu_shim.kpi_fields(frame_id=7, stream="probe-1"):
+        with samgpu_shim.kpi_fields(frame_id=8):  # inner blocks add to, and win over, outer ones
+            predictor.predict(PC, PL)
+        predictor.predict(PC, PL, as_numpy=True)
+    predictor.predict(PC, PL)
+    events = [json.loads(r.getMessage()) for r in kpi_records if "sam_predict_output" in r.getMessage()]
+    assert [(e.get("frame_id"), e.get("stream")) for e in events[-3:]] == [(8, "probe-1"), (7, "probe-1"), (None, None)]
+
+
+def test_kpi_fields_cannot_replace_the_events_own():
+    with pytest.raises(ValueError, match="latency_ms"):
+        with samgpu_shim.kpi_fields(latency_ms=0):
+            pass

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from typing import Any, List, Optional, Tuple
 
+import numpy as np
 import torch
 
 from .. import _config
@@ -149,11 +150,21 @@ def _graph_work(
 def _set_image(original: Any) -> Wrapper:
     def wrapper(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> Any:
         image = args[0] if args else kwargs.get("image")
-        if isinstance(image, torch.Tensor) and gpu_path_on():
-            return set_image_tensor(instance, *args, **kwargs)
+        if isinstance(image, torch.Tensor):
+            if gpu_path_on():
+                return set_image_tensor(instance, *args, **kwargs)
+            # Rolled back: upstream's own path, given the array it expects, so
+            # that code written for tensor frames keeps working unchanged.
+            args, kwargs = _with_image(args, kwargs, np.ascontiguousarray(image.detach().cpu().numpy()))
         return wrapped(*args, **kwargs)  # numpy frames: upstream's exact path
 
     return wrapper
+
+
+def _with_image(args: tuple, kwargs: dict, image: Any) -> Tuple[tuple, dict]:
+    if args:
+        return (image, *args[1:]), kwargs
+    return args, {**kwargs, "image": image}
 
 
 def _set_torch_image(original: Any) -> Wrapper:

@@ -1,0 +1,284 @@
+"""A frame source for tests and demos: an OpenIGTLink server that streams
+synthetic ultrasound on loopback, like a PLUS server or 3D Slicer would.
+
+Frames are IMAGE messages (uint8, one component, ``(1, H, W)``) with the
+frame id and the send time in their metadata (header version 2). The server
+reads the orchestrator's replies on the same connection and times each frame
+from the moment it was sent to the moment both replies (the label map and the
+JSON packet) are in: end-to-end latency, as the application sees it.
+
+Run alone: ``python examples/igt/source.py --port 18944 --fps 30 --frames 300``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Tuple
+
+import numpy as np
+from link import BadMessage, LinkBroken, image_message, read_message
+
+FRAME_DEVICE = "Image_Probe"
+
+
+class Phantom:
+    """Speckle, depth attenuation and one bright round structure moving on a
+    Lissajous path; ``frame(k)`` also returns the structure's true centre."""
+
+    def __init__(self, height: int = 192, width: int = 256, seed: int = 0, radius: float = 0.12) -> None:
+        self.height, self.width = height, width
+        self.radius = radius * min(height, width)
+        rng = np.random.default_rng(seed)
+        # Speckle: a Rayleigh field, a few fixed patterns cycled with a slow drift.
+        self._speckle = rng.rayleigh(1.0, size=(4, height, width)).astype(np.float32)
+        depth = np.linspace(1.0, 0.45, height, dtype=np.float32)[:, None]
+        self._background = 55.0 * depth
+        self._y, self._x = np.mgrid[0:height, 0:width].astype(np.float32)
+
+    def centre(self, k: int) -> Tuple[float, float]:
+        t = k / 30.0
+        cx = self.width * (0.5 + 0.25 * math.sin(2 * math.pi * 0.23 * t))
+        cy = self.height * (0.5 + 0.22 * math.sin(2 * math.pi * 0.31 * t + 0.7))
+        return cx, cy
+
+    def frame(self, k: int) -> Tuple[np.ndarray, Tuple[float, float]]:
+        cx, cy = self.centre(k)
+        inside = ((self._x - cx) ** 2 + (self._y - cy) ** 2) <= self.radius**2
+        speckle = self._speckle[k % 4]
+        image = self._background * speckle + np.where(inside, 150.0, 0.0) * (0.6 + 0.4 * speckle)
+        return np.clip(image, 0, 255).astype(np.uint8), (cx, cy)
+
+
+@dataclass
+class Record:
+    sent: Dict[int, float] = field(default_factory=dict)  # frame id -> time sent
+    replies: Dict[int, Dict[str, float]] = field(default_factory=dict)  # frame id -> reply type -> time
+    packets: Dict[int, dict] = field(default_factory=dict)
+    unsent: List[int] = field(default_factory=list)  # no client connected at that moment
+    connections: int = 0
+
+    def answered(self) -> Dict[int, float]:
+        """frame id -> end-to-end latency in ms, for frames with both replies."""
+        return {
+            k: (max(r.values()) - self.sent[k]) * 1e3
+            for k, r in self.replies.items()
+            if len(r) == 2 and k in self.sent
+        }
+
+
+class FrameServer:
+    """Streams ``frames`` phantom frames at ``fps`` to one client at a time.
+
+    ``lockstep=True`` sends the next frame only once the previous one is
+    answered (or after ``lockstep_timeout``): every frame is processed, in
+    order, whatever the machine's speed; the packet sequence is then
+    reproducible. ``restart()`` drops the connection and the listening socket,
+    and listens again on the same port. ``inject(raw)`` writes raw bytes to the
+    client (malformed or unexpected messages).
+    """
+
+    def __init__(
+        self,
+        port: int = 0,
+        fps: float = 30.0,
+        frames: int = 300,
+        size: Tuple[int, int] = (192, 256),
+        seed: int = 0,
+        lockstep: bool = False,
+        lockstep_timeout: float = 5.0,
+    ) -> None:
+        self.phantom = Phantom(*size, seed=seed)
+        self.fps, self.frames, self.lockstep, self.lockstep_timeout = fps, frames, lockstep, lockstep_timeout
+        self.record = Record()
+        self.truth: Dict[int, Tuple[float, float]] = {}
+        self._lock = threading.Lock()
+        self._answered = threading.Condition(self._lock)
+        self._client: Optional[socket.socket] = None
+        self._listener = self._listen(port)
+        self.port = self._listener.getsockname()[1]
+        self._stop = threading.Event()
+        self._done = threading.Event()
+        threading.Thread(target=self._accept_loop, daemon=True, name="igt-accept").start()
+
+    # -- connection ---------------------------------------------------------
+    @staticmethod
+    def _listen(port: int) -> socket.socket:
+        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", port))
+        listener.listen(1)
+        return listener
+
+    def _accept_loop(self) -> None:
+        listener = self._listener
+        while not self._stop.is_set():
+            try:
+                client, _ = listener.accept()
+            except OSError:  # closed: stopped, or restarted (a new loop serves the new socket)
+                return
+            client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            with self._lock:
+                self._client = client
+                self.record.connections += 1
+            threading.Thread(target=self._read_replies, args=(client,), daemon=True, name="igt-replies").start()
+
+    def connected(self) -> bool:
+        with self._lock:
+            return self._client is not None
+
+    def wait_connected(self, timeout: float = 10.0) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.connected():
+                return True
+            time.sleep(0.005)
+        return False
+
+    def restart(self, down_for: float = 0.3) -> None:
+        """The server goes away (both sockets closed) and comes back on the same port."""
+        with self._lock:
+            client, self._client = self._client, None
+        if client is not None:
+            _close(client)
+        old = self._listener
+        _close(old)
+        time.sleep(down_for)
+        self._listener = self._listen(self.port)
+        threading.Thread(target=self._accept_loop, daemon=True, name="igt-accept").start()
+
+    def inject(self, raw: bytes) -> None:
+        with self._lock:
+            client = self._client
+        if client is not None:
+            client.sendall(raw)
+
+    # -- streaming ----------------------------------------------------------
+    def stream(self, first: int = 0, count: Optional[int] = None) -> None:
+        """Send frames ``first`` .. ``first + count - 1`` on the rate's schedule."""
+        count = self.frames - first if count is None else count
+        period = 1.0 / self.fps
+        start = time.perf_counter()
+        for i, k in enumerate(range(first, first + count)):
+            if self._stop.is_set():
+                break
+            delay = start + i * period - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
+            self.send_frame(k)
+            if self.lockstep:
+                with self._answered:
+                    self._answered.wait_for(lambda k=k: len(self.record.replies.get(k, ())) == 2,
+                                            timeout=self.lockstep_timeout)
+
+    def send_frame(self, k: int) -> bool:
+        image, centre = self.phantom.frame(k)
+        self.truth[k] = centre
+        now = time.time()
+        raw = image_message(image[None], FRAME_DEVICE, now, frame_id=k)
+        with self._lock:
+            client = self._client
+            if client is None:
+                self.record.unsent.append(k)
+                return False
+            self.record.sent[k] = time.perf_counter()
+        try:
+            client.sendall(raw)
+            return True
+        except OSError:
+            with self._lock:
+                self.record.sent.pop(k, None)
+                self.record.unsent.append(k)
+            return False
+
+    def _read_replies(self, client: socket.socket) -> None:
+        while not self._stop.is_set():
+            try:
+                message = read_message(client)
+            except BadMessage:
+                continue
+            except (LinkBroken, OSError):
+                with self._lock:
+                    if self._client is client:
+                        self._client = None
+                return
+            if message is None:
+                continue
+            try:
+                k = int(message.metadata.get("frame_id", -1))
+            except (TypeError, ValueError):
+                continue
+            now = time.perf_counter()
+            with self._answered:
+                self.record.replies.setdefault(k, {})[message._message_type] = now
+                if message._message_type == "STRING":
+                    try:
+                        self.record.packets[k] = json.loads(message.string)
+                    except ValueError:
+                        pass
+                self._answered.notify_all()
+
+    def wait_answers(self, timeout: float = 5.0) -> None:
+        """Wait until every sent frame is answered, or ``timeout`` without progress."""
+        last, since = -1, time.monotonic()
+        while time.monotonic() - since < timeout:
+            with self._lock:
+                done = len(self.record.answered())
+                pending = set(self.record.sent) - set(self.record.answered())
+            if not pending:
+                return
+            if done != last:
+                last, since = done, time.monotonic()
+            time.sleep(0.01)
+
+    def close(self) -> None:
+        self._stop.set()
+        with self._lock:
+            client, self._client = self._client, None
+        if client is not None:
+            _close(client)
+        _close(self._listener)
+
+
+def _close(sock: socket.socket) -> None:
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+    sock.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--port", type=int, default=18944)
+    parser.add_argument("--fps", type=float, default=30.0)
+    parser.add_argument("--frames", type=int, default=300)
+    parser.add_argument("--size", default="192x256", help="HEIGHTxWIDTH")
+    parser.add_argument("--json", help="save the per-frame latencies and packets here")
+    parser.add_argument("--print-port", action="store_true", help="first line of output: 'port N'")
+    args = parser.parse_args()
+    size = tuple(int(v) for v in args.size.lower().split("x"))
+    server = FrameServer(args.port, args.fps, args.frames, size)  # type: ignore[arg-type]
+    if args.print_port:
+        print(f"port {server.port}", flush=True)
+    else:
+        print(f"listening on 127.0.0.1:{server.port}; waiting for a client", flush=True)
+    server.wait_connected(timeout=3600)
+    server.stream()
+    server.wait_answers()
+    latencies = server.record.answered()
+    print(f"sent {len(server.record.sent)}, answered {len(latencies)}", flush=True)
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump({"latency_ms": latencies, "packets": server.record.packets,
+                       "unsent": server.record.unsent}, fh)
+    server.close()
+
+
+if __name__ == "__main__":
+    main()
