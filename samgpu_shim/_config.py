@@ -26,6 +26,7 @@ _logger = logging.getLogger("samgpu_shim")
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"", "0", "false", "no", "off"})
 PRECISIONS = ("fp32", "tf32", "bf16")
+ENCODERS = ("default", "fast", "fast-compile")
 DEFAULT_GRAPH_CACHE_SIZE = 8
 
 
@@ -92,6 +93,16 @@ def _precision(name: str, raw: Optional[str]) -> str:
     return value
 
 
+def _encoder(name: str, raw: Optional[str]) -> str:
+    if raw is None or not raw.strip():
+        return "default"
+    value = raw.strip().lower()
+    if value not in ENCODERS:
+        _logger.warning("%s=%r is not one of %s; keeping the default encoder", name, raw, "/".join(ENCODERS))
+        return "default"
+    return value
+
+
 # -- validators of configure() values (key, value) -> stored value -----------
 
 
@@ -114,6 +125,12 @@ def _sample_arg(key: str, value: Any) -> int:
 def _precision_arg(key: str, value: Any) -> str:
     if value not in PRECISIONS:
         raise ValueError(f"configure({key}=...) must be one of {PRECISIONS} or None, got {value!r}")
+    return value
+
+
+def _encoder_arg(key: str, value: Any) -> str:
+    if value not in ENCODERS:
+        raise ValueError(f"configure({key}=...) must be one of {ENCODERS} or None, got {value!r}")
     return value
 
 
@@ -199,6 +216,14 @@ SETTINGS: Tuple[Setting, ...] = (
         _precision_arg,
     ),
     Setting(
+        "encoder", "SAMGPU_ENCODER", _encoder, "default", "default, fast or fast-compile",
+        "Image encoder path on CUDA (opt-in; off in rollback): fast runs it in bfloat16 with fused attention "
+        "(scaled_dot_product_attention, relative-position bias included); fast-compile also compiles the "
+        "encoder with torch.compile (minutes of warm-up on the first frame of each size). Overrides "
+        "SAMGPU_ENCODER_PRECISION. An unknown value logs a warning and keeps the default.",
+        _encoder_arg,
+    ),
+    Setting(
         "strict", "SAMGPU_STRICT", _flag, False, FLAG,
         "Strict mode, for CPU test runs: GPU-mode results on a CPU device refuse every implicit "
         "conversion to numpy the way CUDA tensors do (np.asarray, np.argmax, plt.imshow, ndarray[tensor], "
@@ -236,13 +261,15 @@ ENV_KPI_DEVICE_TIME = "SAMGPU_KPI_DEVICE_TIME"
 """Device timing of GPU-mode calls."""
 ENV_ENCODER_PRECISION = "SAMGPU_ENCODER_PRECISION"
 """Image encoder precision on CUDA."""
+ENV_ENCODER = "SAMGPU_ENCODER"
+"""Image encoder path on CUDA: default, fast, fast-compile."""
 ENV_STRICT = "SAMGPU_STRICT"
 """Strict mode for CPU test runs."""
 ENV_METRICS = "SAMGPU_METRICS"
 """Metrics backends: otel, prometheus."""
 assert {s.env for s in SETTINGS if s.env} == {
     ENV_AS_NUMPY, ENV_DISABLE, ENV_KPI_FILE, ENV_CUDA_GRAPHS, ENV_AS_NUMPY_MODULES, ENV_KPI_SAMPLE,
-    ENV_KPI_DEVICE_TIME, ENV_ENCODER_PRECISION, ENV_STRICT, ENV_METRICS,
+    ENV_KPI_DEVICE_TIME, ENV_ENCODER_PRECISION, ENV_ENCODER, ENV_STRICT, ENV_METRICS,
 }
 
 
@@ -424,6 +451,10 @@ def kpi_sample_every() -> int:
 
 def encoder_precision() -> str:
     return get("encoder_precision")
+
+
+def encoder() -> str:
+    return get("encoder")
 
 
 def kpi_device_time() -> bool:

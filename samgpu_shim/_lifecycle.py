@@ -110,6 +110,8 @@ def _apply(state: _FamilyState) -> None:
         return
     for target in targets:
         module = sys.modules.get(target.module)
+        if module is None and target.optional:
+            continue
         if module is None:
             state.status = f"unsupported: module {target.module} not found"
             _logger.warning("samgpu_shim: %s left untouched: %s", family.name, state.status)
@@ -117,12 +119,18 @@ def _apply(state: _FamilyState) -> None:
         try:
             parent, attribute, original = wrapt.resolve_path(module, target.attribute)
         except AttributeError as exc:
+            if target.optional:
+                continue
             state.status = f"unsupported: {target.module}.{target.attribute} not found ({exc})"
             _logger.warning("samgpu_shim: %s left untouched: %s", family.name, state.status)
             return
         if _is_ours(original):
             continue  # already wrapped by an earlier patch that was not undone
         reason = target.check(original)
+        if reason is not None and target.optional:
+            _logger.info("samgpu_shim: %s: optional %s.%s skipped: %s", family.name, target.module,
+                         target.attribute, reason)
+            continue
         if reason is not None:
             state.status = f"unsupported: {target.module}.{target.attribute}: {reason}"
             _logger.warning("samgpu_shim: %s left untouched: %s", family.name, state.status)

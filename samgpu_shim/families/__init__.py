@@ -32,6 +32,9 @@ class Target:
     check: Callable[[Any], Optional[str]]
     # Whether the wrapper adds ``as_numpy`` to the visible signature.
     adds_as_numpy: bool = False
+    # Skipped (the family is still patched) where the package lacks it: a
+    # copy of SAM 1 without a ViT encoder has no ``get_rel_pos`` to speed up.
+    optional: bool = False
 
 
 @dataclass(frozen=True)

@@ -18,10 +18,17 @@ from typing import Any, List, Optional, Tuple
 import numpy as np
 import torch
 
-from .. import _config
 from .._dispatch import inside_gpu_calls, resident
 from ..gpu import graphs
-from ..gpu.image import encoder_precision, get_rel_pos_sync_free, gpu_path_on, set_image_tensor
+from ..gpu.image import (
+    FAST_ATTENTION,
+    encoder_call,
+    encoder_mode,
+    get_rel_pos_sync_free,
+    gpu_path_on,
+    set_image_tensor,
+    vit_attention_fused,
+)
 from ..gpu.prompts import (
     IMAGE_NOT_SET,
     KEYS,
@@ -170,13 +177,18 @@ def _with_image(args: tuple, kwargs: dict, image: Any) -> Tuple[tuple, dict]:
 def _set_torch_image(original: Any) -> Wrapper:
     def wrapper(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> Any:
         device = instance.device
-        if device.type != "cuda" or _config.encoder_precision() == "fp32" or not gpu_path_on():
+        mode = encoder_mode(device)
+        if mode == "fp32":
             return wrapped(*args, **kwargs)
-        with encoder_precision(device):
+        with encoder_call(device, instance.model, ("image_encoder",)):
             wrapped(*args, **kwargs)
+        # The decoder runs in float32 outside autocast: hand it float32
+        # (SAM-HQ's intermediate ViT features too).
         if instance.features is not None and instance.features.dtype != torch.float32:
-            # The decoder runs in float32 outside autocast: hand it float32.
             instance.features = instance.features.float()
+        interm = getattr(instance, "interm_features", None)
+        if interm is not None:
+            instance.interm_features = [t.float() if t.dtype != torch.float32 else t for t in interm]
         return None
 
     return wrapper
@@ -190,6 +202,33 @@ def _get_rel_pos(original: Any) -> Wrapper:
         return wrapped(*args, **kwargs)
 
     return wrapper
+
+
+def _attention_forward(original: Any) -> Wrapper:
+    flag = FAST_ATTENTION.get
+
+    def wrapper(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> Any:
+        if flag():
+            return vit_attention_fused(instance, *args, **kwargs)
+        return wrapped(*args, **kwargs)
+
+    return wrapper
+
+
+def image_targets(package: str, predictor: Tuple[str, str] = ("predictor", "SamPredictor")) -> Tuple[Target, ...]:
+    """The image half for a package with SAM 1's predictor and ViT encoder layout."""
+    predictor_module, predictor_class = predictor
+    module = f"{package}.{predictor_module}"
+    encoder = f"{package}.modeling.image_encoder"
+    return (
+        Target(module, f"{predictor_class}.set_image", _set_image, params_check(signatures.SAM1_SET_IMAGE)),
+        Target(module, f"{predictor_class}.set_torch_image", _set_torch_image,
+               params_check(signatures.SAM1_SET_TORCH_IMAGE)),
+        # A copy without SAM's ViT (TinyViT only) has neither: the rest still applies.
+        Target(encoder, "get_rel_pos", _get_rel_pos, params_check(signatures.SAM1_GET_REL_POS), optional=True),
+        Target(encoder, "Attention.forward", _attention_forward, params_check(signatures.SAM1_ATTENTION_FORWARD),
+               optional=True),
+    )
 
 
 def copy_targets(
@@ -224,23 +263,6 @@ def copy_targets(
 
 
 def targets(family: Family) -> Tuple[Target, ...]:
-    return copy_targets(family, "segment_anything", signatures.SAM1_PREDICT, predict_resident) + (
-        Target(
-            module="segment_anything.predictor",
-            attribute="SamPredictor.set_image",
-            make_wrapper=_set_image,
-            check=params_check(signatures.SAM1_SET_IMAGE),
-        ),
-        Target(
-            module="segment_anything.predictor",
-            attribute="SamPredictor.set_torch_image",
-            make_wrapper=_set_torch_image,
-            check=params_check(signatures.SAM1_SET_TORCH_IMAGE),
-        ),
-        Target(
-            module="segment_anything.modeling.image_encoder",
-            attribute="get_rel_pos",
-            make_wrapper=_get_rel_pos,
-            check=params_check(signatures.SAM1_GET_REL_POS),
-        ),
+    return copy_targets(family, "segment_anything", signatures.SAM1_PREDICT, predict_resident) + image_targets(
+        "segment_anything"
     )

@@ -25,12 +25,14 @@ from __future__ import annotations
 import sys
 from typing import Any, Callable, List, Optional, Sequence, Tuple
 
+import numpy as np
 import torch
 
 from .._dispatch import resident
 from ..gpu import graphs
+from ..gpu.image import PreparedTransforms, encoder_call, gpu_path_on, placeholder, sam2_prepare, stand_in
 from ..gpu.prompts import PromptError, Prompts, check_shape, prompt_tensor
-from . import Family, Target, params_check, signatures
+from . import Family, Target, Wrapper, params_check, signatures
 
 _NOT_SET = "An image must be set with .set_image(...) before mask prediction."
 _NOT_SET_BATCH = "An image must be set with .set_image_batch(...) before mask prediction."
@@ -337,4 +339,86 @@ def predictor_targets(family: Family, cls: str) -> Tuple[Target, ...]:
 
 
 def targets(family: Family) -> Tuple[Target, ...]:
-    return predictor_targets(family, "SAM2ImagePredictor")
+    return predictor_targets(family, "SAM2ImagePredictor") + image_targets(family, "SAM2ImagePredictor")
+
+
+# -- the image half -------------------------------------------------------------
+
+
+def _float_features(predictor: Any) -> None:
+    """Reduced-precision encoder outputs back to float32 for the decoder."""
+    features = predictor._features
+    if features is None:
+        return
+    embed, high = features["image_embed"], features["high_res_feats"]
+    if embed.dtype != torch.float32 or any(t.dtype != torch.float32 for t in high):
+        predictor._features = {"image_embed": embed.float(), "high_res_feats": [t.float() for t in high]}
+
+
+def _encoder_path(predictor: Any) -> Tuple[str, ...]:
+    """Where the compiled encoder stands in: SAM 2's ``image_encoder``, SAM 3's ViT trunk."""
+    model = predictor.model
+    if hasattr(model, "image_encoder"):
+        return ("image_encoder",)
+    return ("backbone", "vision_backbone", "trunk")
+
+
+def _host_frames(frames: Sequence[Any]) -> List[Any]:
+    return [np.ascontiguousarray(f.detach().cpu().numpy()) if isinstance(f, torch.Tensor) else f for f in frames]
+
+
+def _set_image(original: Any) -> Wrapper:
+    """``set_image``: tensor frames preprocessed on the device; encoder opt-ins."""
+
+    def wrapper(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> Any:
+        image = args[0] if args else kwargs.get("image")
+        if isinstance(image, torch.Tensor) and not gpu_path_on():
+            return wrapped(*_host_frames([image]))  # rolled back: upstream's path, as an array
+        device = torch.device(instance.device)
+        with encoder_call(device, instance.model, _encoder_path(instance)) as mode:
+            if isinstance(image, torch.Tensor):
+                prepared = sam2_prepare(instance, image)
+                with stand_in(instance, "_transforms", PreparedTransforms(instance._transforms, prepared)):
+                    wrapped(placeholder(int(image.shape[0]), int(image.shape[1])))
+            else:
+                wrapped(*args, **kwargs)
+        if mode != "fp32":
+            _float_features(instance)
+        return None
+
+    return wrapper
+
+
+def _set_image_batch(original: Any) -> Wrapper:
+    """``set_image_batch``: a list with tensor frames is prepared on the device."""
+
+    def wrapper(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> Any:
+        frames = args[0] if args else kwargs.get("image_list")
+        tensors = isinstance(frames, list) and any(isinstance(f, torch.Tensor) for f in frames)
+        if tensors and not gpu_path_on():
+            return wrapped(_host_frames(frames))
+        device = torch.device(instance.device)
+        with encoder_call(device, instance.model, _encoder_path(instance)) as mode:
+            if tensors:
+                ready = [
+                    f if isinstance(f, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(f)) for f in frames
+                ]
+                prepared = torch.stack([sam2_prepare(instance, f) for f in ready])
+                stand = PreparedTransforms(instance._transforms, prepared)
+                with stand_in(instance, "_transforms", stand):
+                    wrapped([placeholder(int(f.shape[0]), int(f.shape[1])) for f in ready])
+            else:
+                wrapped(*args, **kwargs)
+        if mode != "fp32":
+            _float_features(instance)
+        return None
+
+    return wrapper
+
+
+def image_targets(family: Family, cls: str) -> Tuple[Target, ...]:
+    return (
+        Target(family.hook_module, f"{cls}.set_image", _set_image, params_check(signatures.SAM2_SET_IMAGE)),
+        Target(family.hook_module, f"{cls}.set_image_batch", _set_image_batch,
+               params_check(signatures.SAM2_SET_IMAGE_BATCH)),
+    )

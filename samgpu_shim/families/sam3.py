@@ -24,8 +24,9 @@ from __future__ import annotations
 from typing import Tuple
 
 from . import Family, Target
-from .sam2 import predictor_targets
+from .sam2 import image_targets, predictor_targets
 
 
 def targets(family: Family) -> Tuple[Target, ...]:
-    return predictor_targets(family, "SAM3InteractiveImagePredictor")
+    cls = "SAM3InteractiveImagePredictor"
+    return predictor_targets(family, cls) + image_targets(family, cls)

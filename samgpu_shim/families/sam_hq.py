@@ -14,7 +14,7 @@ import torch
 
 from .._dispatch import inside_gpu_calls
 from . import Family, Target, params_check, signatures
-from .sam1 import copy_targets, predict_resident
+from .sam1 import copy_targets, image_targets, predict_resident
 
 
 def predict_resident_hq(
@@ -85,7 +85,9 @@ def hq_decoder_forward_sync_free(
 
 
 def targets(family: Family) -> Tuple[Target, ...]:
-    return copy_targets(family, "segment_anything_hq", signatures.SAM_HQ_PREDICT, predict_resident_hq) + (
+    return copy_targets(family, "segment_anything_hq", signatures.SAM_HQ_PREDICT, predict_resident_hq) + image_targets(
+        "segment_anything_hq"
+    ) + (
         Target(
             module="segment_anything_hq.modeling.mask_decoder_hq",
             attribute="MaskDecoderHQ.forward",

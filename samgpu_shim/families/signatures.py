@@ -9,6 +9,7 @@ SAM1_EMBED_POINTS = ("self", "points", "labels", "pad")
 SAM1_SET_IMAGE = ("self", "image", "image_format")
 SAM1_SET_TORCH_IMAGE = ("self", "transformed_image", "original_image_size")
 SAM1_GET_REL_POS = ("q_size", "k_size", "rel_pos")
+SAM1_ATTENTION_FORWARD = ("self", "x")
 
 SAM_HQ_PREDICT = SAM1_PREDICT + ("hq_token_only",)
 SAM_HQ_DECODER = (
@@ -33,6 +34,8 @@ SAM2_PREDICT_BATCH = (
     "return_logits",
     "normalize_coords",
 )
+SAM2_SET_IMAGE = ("self", "image")
+SAM2_SET_IMAGE_BATCH = ("self", "image_list")
 # The private method SAM 2's GPU path calls, checked before patching too.
 SAM2_PRIVATE_PREDICT = (
     "self",

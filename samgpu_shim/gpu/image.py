@@ -1,24 +1,33 @@
 """The GPU-resident image half: tensor frames, device resize, sync-free encoder.
 
 * ``set_image`` also takes a ``torch.Tensor`` frame (H x W x 3, uint8, on any
-  device). It is resized on the predictor's device with antialiased bilinear
-  interpolation, rounded back to uint8, and handed to upstream's
-  ``set_torch_image``. A numpy frame keeps upstream's exact path (PIL resize).
+  device), in every family. It is preprocessed on the predictor's device the
+  way that family does it on the host: SAM 1 and its copies resize with
+  antialiased bilinear interpolation rounded back to uint8 (PIL's uint8
+  resize) and hand it to upstream's ``set_torch_image``; EfficientViT-SAM
+  also normalises and pads; SAM 2 and SAM 3 run their own (scripted)
+  ``Resize`` and ``Normalize`` modules on the device tensor. A numpy frame
+  keeps upstream's exact path.
 * ``get_rel_pos`` of the image encoder indexes its relative-position table
   with an index tensor built on the CPU; on a CUDA table that index is copied
   to the device with a blocking copy, twice per attention block (64 host
   syncs for vit_h). The index is the same for every call with the same
   sizes, so it is built once, exactly as upstream builds it, and cached on the
   device: the gather is then sync-free and bit-identical.
-* An opt-in reduced precision for the encoder (``SAMGPU_ENCODER_PRECISION``).
+* An opt-in reduced precision for the encoder (``SAMGPU_ENCODER_PRECISION``)
+  and an opt-in fast encoder (``SAMGPU_ENCODER=fast``: bfloat16 and fused
+  attention; ``fast-compile``: also ``torch.compile``), every family.
 """
 
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import threading
+import weakref
 from typing import Any, Dict, Iterator, Tuple
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -73,8 +82,12 @@ class ImageError(ValueError, AssertionError):
     """A frame given to ``set_image`` has the wrong shape, dtype or format."""
 
 
-def set_image_tensor(predictor: Any, image: torch.Tensor, image_format: str = "RGB") -> None:
-    """``set_image`` for a tensor frame: resize on the device, then upstream's encoder."""
+def device_frame(image: torch.Tensor, device: torch.device, image_format: str = "RGB",
+                 model_format: str = "RGB") -> torch.Tensor:
+    """A checked ``(H, W, 3)`` uint8 frame on ``device``, in the model's channel order.
+
+    A CPU frame bound for CUDA goes up from pinned memory without a host wait.
+    """
     if image_format not in ("RGB", "BGR"):
         raise ImageError(f"image_format must be in ['RGB', 'BGR'], is {image_format}.")
     if image.device.type == "meta":
@@ -85,32 +98,141 @@ def set_image_tensor(predictor: Any, image: torch.Tensor, image_format: str = "R
         raise ImageError(f"image must be uint8 with values in [0, 255], got {image.dtype}")
     if image.shape[0] == 0 or image.shape[1] == 0:
         raise ImageError(f"image must not be empty, got {tuple(image.shape)}")
-    device = predictor.device
     if image.device != device:
         if image.device.type == "cpu" and device.type == "cuda":
             image = image.pin_memory()
         image = image.to(device, non_blocking=True)
-    if image_format != predictor.model.image_format:
+    if image_format != model_format:
         image = image.flip(-1)
+    return image
+
+
+def resize_uint8(image: torch.Tensor, target: Tuple[int, int]) -> torch.Tensor:
+    """``(H, W, 3)`` uint8 -> ``(1, 3, h, w)`` uint8: antialiased bilinear, rounded
+    and clamped the way PIL's uint8 resize hands its result back."""
+    chw = image.permute(2, 0, 1)[None].to(torch.float32)
+    if tuple(target) == tuple(chw.shape[-2:]):
+        return image.permute(2, 0, 1)[None].contiguous()  # same size: PIL returns the pixels as they are
+    resized = F.interpolate(chw, size=tuple(target), mode="bilinear", align_corners=False, antialias=True)
+    return resized.round_().clamp_(0, 255).to(torch.uint8).contiguous()
+
+
+def set_image_tensor(predictor: Any, image: torch.Tensor, image_format: str = "RGB") -> None:
+    """SAM 1 and its copies: resize on the device, then upstream's ``set_torch_image``."""
+    image = device_frame(image, predictor.device, image_format, predictor.model.image_format)
     height, width = int(image.shape[0]), int(image.shape[1])
     target = predictor.transform.get_preprocess_shape(height, width, predictor.transform.target_length)
-    chw = image.permute(2, 0, 1)[None].to(torch.float32)
-    resized = F.interpolate(chw, size=target, mode="bilinear", align_corners=False, antialias=True)
-    # PIL hands upstream a uint8 image: round and clamp the same way.
-    resized = resized.round_().clamp_(0, 255).to(torch.uint8).contiguous()
-    predictor.set_torch_image(resized, (height, width))
+    predictor.set_torch_image(resize_uint8(image, target), (height, width))
+
+
+def placeholder(height: int, width: int) -> np.ndarray:
+    """An ``(H, W, 3)`` uint8 array that holds one byte: what upstream's
+    ``set_image`` may read of it is its shape, while the pixels it would have
+    transformed come from a stand-in transform (:func:`stand_in`)."""
+    return np.lib.stride_tricks.as_strided(np.zeros(1, np.uint8), shape=(height, width, 3), strides=(0, 0, 0))
+
+
+@contextlib.contextmanager
+def stand_in(owner: Any, name: str, value: Any) -> Iterator[None]:
+    """``owner.name`` is ``value`` for the block (modules through ``_modules``)."""
+    modules = getattr(owner, "_modules", None)
+    if modules is not None and name in modules:
+        old = modules[name]
+        modules[name] = value
+        try:
+            yield
+        finally:
+            modules[name] = old
+        return
+    had = name in vars(owner)
+    old = vars(owner).get(name)
+    object.__setattr__(owner, name, value)
+    try:
+        yield
+    finally:
+        if had:
+            object.__setattr__(owner, name, old)
+        else:
+            object.__delattr__(owner, name)
+
+
+class PreparedTransforms:
+    """Stands in for SAM 2's / SAM 3's ``_transforms`` during one ``set_image``:
+    returns the frames already prepared on the device, and leaves everything
+    else to the real transforms."""
+
+    def __init__(self, real: Any, prepared: torch.Tensor) -> None:
+        self._real = real
+        self._prepared = prepared  # (3, R, R) or (B, 3, R, R)
+
+    def __call__(self, _image: Any) -> torch.Tensor:
+        return self._prepared
+
+    def forward_batch(self, _images: Any) -> torch.Tensor:
+        return self._prepared
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._real, name)
+
+
+def sam2_prepare(predictor: Any, image: torch.Tensor) -> torch.Tensor:
+    """SAM 2 / SAM 3 preprocessing of one frame on the device: ``ToTensor``
+    (``/255``, CHW) then the predictor's own scripted ``Resize`` and
+    ``Normalize`` modules, run on the device tensor."""
+    frame = device_frame(image, predictor.device)
+    chw = frame.permute(2, 0, 1).contiguous().to(torch.float32).div(255)
+    return predictor._transforms.transforms(chw)
+
+
+def efficientvit_prepare(predictor: Any, image: torch.Tensor, image_format: str) -> torch.Tensor:
+    """EfficientViT-SAM's transform on the device: resize the longest side to
+    the encoder's size (uint8, as PIL), ``ToTensor``, ``Normalize``, pad the
+    bottom and right corner to a square."""
+    model = predictor.model
+    frame = device_frame(image, predictor.device, image_format, model.image_format)
+    size = model.image_size[1]
+    height, width = int(frame.shape[0]), int(frame.shape[1])
+    scale = size * 1.0 / max(height, width)
+    target = (int(height * scale + 0.5), int(width * scale + 0.5))
+    if max(height, width) == size:
+        target = (height, width)
+    chw = resize_uint8(frame, target)[0].to(torch.float32).div(255)
+    normalize = next(t for t in model.transform.transforms if type(t).__name__ == "Normalize")
+    chw = normalize(chw)
+    return F.pad(chw, (0, size - chw.shape[-1], 0, size - chw.shape[-2]), value=0.0)
+
+
+# -- encoder precision and the fast encoder ----------------------------------
+
+# True inside an encoder call on the fast path: the wrapped attention blocks
+# take their fused version there, and only there.
+FAST_ATTENTION: contextvars.ContextVar[bool] = contextvars.ContextVar("samgpu_shim_fast_attention", default=False)
+
+
+def encoder_mode(device: torch.device) -> str:
+    """What the encoder runs as for this call: fp32, tf32, bf16, fast, fast-compile."""
+    if device.type != "cuda" or not gpu_path_on():
+        return "fp32"
+    encoder = _config.encoder()
+    if encoder != "default":
+        return encoder
+    return _config.encoder_precision()
 
 
 @contextlib.contextmanager
 def encoder_precision(device: torch.device) -> Iterator[str]:
-    """Apply ``SAMGPU_ENCODER_PRECISION`` around the image encoder (CUDA only)."""
-    mode = _config.encoder_precision()
-    if device.type != "cuda" or mode == "fp32":
-        yield "fp32"
+    """Apply ``SAMGPU_ENCODER`` / ``SAMGPU_ENCODER_PRECISION`` around the image encoder (CUDA only)."""
+    mode = encoder_mode(device)
+    if mode == "fp32":
+        yield mode
         return
-    if mode == "bf16":
-        with torch.autocast("cuda", dtype=torch.bfloat16):
-            yield mode
+    if mode in ("bf16", "fast", "fast-compile"):
+        token = FAST_ATTENTION.set(mode != "bf16")
+        try:
+            with torch.autocast("cuda", dtype=torch.bfloat16):
+                yield mode
+        finally:
+            FAST_ATTENTION.reset(token)
         return
     # TF32 has no context manager of its own; the flags are process-wide, so
     # they are set for the encoder call and put back (documented caveat).
@@ -122,3 +244,56 @@ def encoder_precision(device: torch.device) -> Iterator[str]:
     finally:
         torch.backends.cuda.matmul.allow_tf32 = matmul
         torch.backends.cudnn.allow_tf32 = cudnn
+
+
+def vit_attention_fused(attention: Any, x: torch.Tensor) -> torch.Tensor:
+    """SAM 1's ViT ``Attention.forward`` through ``scaled_dot_product_attention``.
+
+    The decomposed relative-position terms (the same ``get_rel_pos`` gathers and
+    einsums as upstream) become the additive attention bias, so the softmax,
+    both matmuls and the scaling run as one fused kernel instead of a
+    materialised fp32 attention map. Numerically close to upstream, not equal:
+    the fast path is opt-in and compared in docs/images.rst.
+    """
+    batch, height, width, _ = x.shape
+    heads = attention.num_heads
+    qkv = attention.qkv(x).reshape(batch, height * width, 3, heads, -1).permute(2, 0, 3, 1, 4)
+    q, k, v = qkv.unbind(0)  # (B, heads, HW, C)
+    bias = None
+    if attention.use_rel_pos:
+        rel_h_table = get_rel_pos_sync_free(height, height, attention.rel_pos_h)
+        rel_w_table = get_rel_pos_sync_free(width, width, attention.rel_pos_w)
+        r_q = q.reshape(batch * heads, height, width, -1)
+        rel_h = torch.einsum("bhwc,hkc->bhwk", r_q, rel_h_table.to(r_q.dtype))
+        rel_w = torch.einsum("bhwc,wkc->bhwk", r_q, rel_w_table.to(r_q.dtype))
+        bias = (rel_h[:, :, :, :, None] + rel_w[:, :, :, None, :]).reshape(batch, heads, height * width, -1)
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=attention.scale)
+    out = out.view(batch, heads, height, width, -1).permute(0, 2, 3, 1, 4).reshape(batch, height, width, -1)
+    return attention.proj(out)
+
+
+@contextlib.contextmanager
+def encoder_call(device: torch.device, model: Any, path: Tuple[str, ...]) -> Iterator[str]:
+    """Everything the encoder settings ask for, around one encoder call: the
+    precision (or the fast path's bfloat16 and fused attention) and, for
+    ``fast-compile``, the compiled encoder standing in at ``model.<path>``."""
+    mode = encoder_mode(device)
+    with contextlib.ExitStack() as stack:
+        if mode == "fast-compile":
+            owner = model
+            for name in path[:-1]:
+                owner = getattr(owner, name)
+            stack.enter_context(stand_in(owner, path[-1], compiled(getattr(owner, path[-1]))))
+        stack.enter_context(encoder_precision(device))
+        yield mode
+
+
+_compiled: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
+
+
+def compiled(module: Any) -> Any:
+    """``torch.compile(module)``, once per module (``fast-compile``)."""
+    found = _compiled.get(module)
+    if found is None:
+        found = _compiled[module] = torch.compile(module)
+    return found
