@@ -48,7 +48,7 @@ def _error(argv, capsys):
         (["bench", "--model", "vit_x"], "has no model vit_x"),
         (["bench", "--device", "tpu"], "--device tpu"),
         (["bench", "--json", "/nonexistent-folder/x.json"], "does not exist"),
-        (["bench", "--frames", "--family", "sam2"], "--frames"),
+        (["bench", "--compile", "--family", "sam2"], "--compile"),
         (["soak", "--calls", "0"], "--calls 0"),
     ],
 )

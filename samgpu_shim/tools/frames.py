@@ -19,8 +19,8 @@ import torch
 from .. import _config
 from ..syncs import count_cuda_syncs
 from . import pipeline as _pipeline
-from .bench import environment, pick_device, summary
-from .models import build_sam, synthetic_image
+from .bench import environment, family_predictor, pick_device, summary
+from .models import synthetic_image
 
 
 def _iou(a: np.ndarray, b: np.ndarray) -> float:
@@ -28,14 +28,21 @@ def _iou(a: np.ndarray, b: np.ndarray) -> float:
     return 1.0 if union == 0 else float(np.logical_and(a, b).sum() / union)
 
 
-def run_model(model: str, device: torch.device, image_hw: tuple, frames: int) -> Dict[str, Any]:
-    from segment_anything import SamPredictor
+def _embedding(predictor: Any) -> torch.Tensor:
+    features = getattr(predictor, "_features", None)
+    if isinstance(features, dict):  # SAM 2, SAM 3
+        return features["image_embed"]
+    return predictor.features
 
+
+def run_model(
+    model: str, device: torch.device, image_hw: tuple, frames: int, family: str = "sam", compile: bool = False
+) -> Dict[str, Any]:
     import samgpu_shim
 
-    original_set = samgpu_shim.get_original(SamPredictor, "set_image")
-    original_predict = samgpu_shim.get_original(SamPredictor, "predict")
-    predictor = SamPredictor(build_sam(model, device=device))
+    predictor_class, predictor = family_predictor(family, model, device)
+    original_set = samgpu_shim.get_original(predictor_class, "set_image")
+    original_predict = samgpu_shim.get_original(predictor_class, "predict")
     h, w = image_hw
     host_frames = [synthetic_image(h, w, seed=s) for s in range(4)]
     device_frames = [torch.from_numpy(f).to(device) for f in host_frames]
@@ -57,39 +64,57 @@ def run_model(model: str, device: torch.device, image_hw: tuple, frames: int) ->
             _config.configure(as_numpy=None)
         return _pipeline.packet_numpy(masks, scores)
 
-    def shim(precision: str) -> Callable[[int], str]:
+    def shim(setting: Dict[str, Any]) -> Callable[[int], str]:
         def run(i: int) -> str:
-            _config.configure(encoder_precision=precision)
+            _config.configure(**setting)
             try:
                 predictor.set_image(device_frames[i % 4])
             finally:
-                _config.configure(encoder_precision=None)
+                _config.configure(**{key: None for key in setting})
             masks, scores, _ = predictor.predict(coords, labels)
             return _pipeline.packet_torch(masks, scores)
 
         return run
 
-    paths: Dict[str, Callable[[int], str]] = {"upstream (numpy frame, PIL resize)": upstream,
-                                              "shim, CUDA frame, fp32": shim("fp32")}
+    fp32 = "shim, CUDA frame, fp32"
+    paths: Dict[str, Callable[[int], str]] = {"upstream (numpy frame, host preprocessing)": upstream,
+                                              fp32: shim({"encoder_precision": "fp32"})}
     if device.type == "cuda":
-        paths["shim, CUDA frame, tf32"] = shim("tf32")
-        paths["shim, CUDA frame, bf16 autocast"] = shim("bf16")
+        paths["shim, CUDA frame, tf32"] = shim({"encoder_precision": "tf32"})
+        paths["shim, CUDA frame, bf16 autocast"] = shim({"encoder_precision": "bf16"})
+        paths["shim, CUDA frame, fast encoder"] = shim({"encoder": "fast"})
+        if compile:
+            paths["shim, CUDA frame, fast-compile encoder"] = shim({"encoder": "fast-compile"})
 
-    # Quality against upstream on frame 0, before timing.
+    # First call of each path (lazy init, cuDNN choices, compilation): the warm-up cost.
+    warmup_ms: Dict[str, float] = {}
+    for name, run in paths.items():
+        wait()
+        t0 = time.perf_counter()
+        run(0)
+        wait()
+        warmup_ms[name] = round((time.perf_counter() - t0) * 1e3, 1)
+    # Quality on frame 0, before timing: against upstream and against the fp32 path.
     _config.configure(as_numpy=True)
     try:
         original_set(predictor, host_frames[0])
     finally:
         _config.configure(as_numpy=None)
-    ref_features = predictor.features.clone()
-    ref_masks = original_predict(predictor, coords, labels)[0]
-    quality = {}
+    ref_features = _embedding(predictor).clone()
+    ref_masks = np.asarray(original_predict(predictor, coords, labels)[0]) > 0
+    outputs = {}
     for name, run in list(paths.items())[1:]:
         run(0)
-        masks = predictor.predict(coords, labels, as_numpy=True)[0]
+        outputs[name] = (np.asarray(predictor.predict(coords, labels, as_numpy=True)[0]) > 0,
+                         _embedding(predictor).clone())
+    quality = {}
+    for name, (masks, features) in outputs.items():
+        fp32_masks, fp32_features = outputs[fp32]
         quality[name] = {
             "mask_iou_vs_upstream": round(float(np.mean([_iou(a, b) for a, b in zip(masks, ref_masks)])), 4),
-            "embedding_max_abs_diff_vs_upstream": round(float((predictor.features - ref_features).abs().max()), 5),
+            "mask_iou_vs_fp32": round(float(np.mean([_iou(a, b) for a, b in zip(masks, fp32_masks)])), 4),
+            "embedding_max_abs_diff_vs_upstream": round(float((features - ref_features).abs().max()), 5),
+            "embedding_max_abs_diff_vs_fp32": round(float((features - fp32_features).abs().max()), 5),
         }
     syncs = {}
     for name, run in paths.items():
@@ -105,10 +130,29 @@ def run_model(model: str, device: torch.device, image_hw: tuple, frames: int) ->
             t0 = time.perf_counter()
             run(i)
             samples[name].append((time.perf_counter() - t0) * 1e3)
-    # set_image alone against the encoder alone, on the same frame, fp32.
+    rows = []
+    for name in paths:
+        figures = summary(samples[name])
+        rows.append({
+            "path": name,
+            "frames": frames,
+            "syncs_per_frame": syncs.get(name),
+            "fps": round(1e3 / figures["mean_ms"], 2),
+            "first_call_ms": warmup_ms[name],
+            **figures,
+            **quality.get(name, {}),
+            "samples_ms": [round(s, 3) for s in samples[name]],
+        })
+    result: Dict[str, Any] = {"family": family, "model": model, "image_hw": list(image_hw), "rows": rows}
+    if family == "sam":
+        result.update(_encoder_alone(predictor, device_frames[0], frames, wait))
+    return result
+
+
+def _encoder_alone(predictor: Any, frame: torch.Tensor, frames: int, wait: Callable[[], None]) -> Dict[str, Any]:
+    """segment-anything: set_image alone against the encoder alone, same frame, fp32."""
     encoder_ms: List[float] = []
     set_image_ms: List[float] = []
-    frame = device_frames[0]
     predictor.set_image(frame)
     encoder_input = predictor.model.preprocess(
         torch.nn.functional.interpolate(
@@ -127,25 +171,7 @@ def run_model(model: str, device: torch.device, image_hw: tuple, frames: int) ->
             predictor.set_image(frame)
             wait()
             set_image_ms.append((time.perf_counter() - t0) * 1e3)
-    rows = []
-    for name in paths:
-        figures = summary(samples[name])
-        rows.append({
-            "path": name,
-            "frames": frames,
-            "syncs_per_frame": syncs.get(name),
-            "fps": round(1e3 / figures["mean_ms"], 2),
-            **figures,
-            **quality.get(name, {}),
-            "samples_ms": [round(s, 3) for s in samples[name]],
-        })
-    return {
-        "model": model,
-        "image_hw": list(image_hw),
-        "encoder_alone_ms": summary(encoder_ms),
-        "shim_set_image_fp32_ms": summary(set_image_ms),
-        "rows": rows,
-    }
+    return {"encoder_alone_ms": summary(encoder_ms), "shim_set_image_fp32_ms": summary(set_image_ms)}
 
 
 def run(args: Any) -> Dict[str, Any]:
@@ -154,7 +180,11 @@ def run(args: Any) -> Dict[str, Any]:
     frames = args.calls if args.calls is not None else (40 if device.type == "cuda" else 5)
     return {
         "environment": environment(device),
-        "results": [run_model(m, device, (h, w), frames) for m in args.model],
+        "results": [
+            run_model(m, device, (h, w), frames, family=getattr(args, "family", "sam"),
+                      compile=getattr(args, "compile", False))
+            for m in args.model
+        ],
     }
 
 
@@ -163,16 +193,17 @@ def format_table(report: Dict[str, Any]) -> str:
     lines = [f"frame loop on {env['device']} ({env['device_name']}), torch {env['torch']}"]
     for result in report["results"]:
         lines.append("")
-        lines.append(
-            f"{result['model']}: frames {result['image_hw'][0]}x{result['image_hw'][1]}; fp32 p50: encoder alone "
-            f"{result['encoder_alone_ms']['p50_ms']:.2f} ms, shim set_image(CUDA frame) "
-            f"{result['shim_set_image_fp32_ms']['p50_ms']:.2f} ms"
-        )
-        lines.append(f"{'path':<36} {'syncs':>5} {'fps':>7} {'p50 ms':>8} {'p99 ms':>8} {'IoU':>7} {'emb diff':>9}")
+        head = f"{result['family']} {result['model']}: frames {result['image_hw'][0]}x{result['image_hw'][1]}"
+        if "encoder_alone_ms" in result:
+            head += (f"; fp32 p50: encoder alone {result['encoder_alone_ms']['p50_ms']:.2f} ms, shim "
+                     f"set_image(CUDA frame) {result['shim_set_image_fp32_ms']['p50_ms']:.2f} ms")
+        lines.append(head)
+        lines.append(f"{'path':<44} {'syncs':>5} {'fps':>7} {'p50 ms':>8} {'p99 ms':>8} {'IoU up':>7} "
+                     f"{'IoU fp32':>8} {'1st ms':>8}")
         for r in result["rows"]:
             syncs = "-" if r["syncs_per_frame"] is None else str(r["syncs_per_frame"])
             iou = r.get("mask_iou_vs_upstream", "")
-            diff = r.get("embedding_max_abs_diff_vs_upstream", "")
-            lines.append(f"{r['path']:<36} {syncs:>5} {r['fps']:>7.2f} {r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f} "
-                         f"{iou!s:>7} {diff!s:>9}")
+            iou32 = r.get("mask_iou_vs_fp32", "")
+            lines.append(f"{r['path']:<44} {syncs:>5} {r['fps']:>7.2f} {r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f} "
+                         f"{iou!s:>7} {iou32!s:>8} {r['first_call_ms']:>8.1f}")
     return "\n".join(lines)
