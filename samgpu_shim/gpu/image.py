@@ -175,13 +175,41 @@ class PreparedTransforms:
         return getattr(self._real, name)
 
 
+_constants: Dict[Tuple[Tuple[float, ...], torch.device], torch.Tensor] = {}
+
+
+def _channel_constant(values: Any, device: torch.device) -> torch.Tensor:
+    """A ``(3, 1, 1)`` float32 tensor of ``values`` on ``device``, made once.
+
+    torchvision's ``Normalize`` builds its mean and std tensors from Python
+    lists on every call (an upload) and checks ``(std == 0).any()`` (a read
+    back): two host waits per frame on CUDA. Same numbers, same float32
+    arithmetic, made once."""
+    key = (tuple(float(v) for v in values), device)
+    found = _constants.get(key)
+    if found is None:
+        host = torch.tensor(key[0], dtype=torch.float32).reshape(-1, 1, 1)
+        found = host.pin_memory().to(device, non_blocking=True) if device.type == "cuda" else host
+        _constants[key] = found
+    return found
+
+
+def normalize(chw: torch.Tensor, mean: Any, std: Any) -> torch.Tensor:
+    """torchvision's ``Normalize`` on a float CHW tensor, without its host waits."""
+    return chw.sub(_channel_constant(mean, chw.device)).div_(_channel_constant(std, chw.device))
+
+
 def sam2_prepare(predictor: Any, image: torch.Tensor) -> torch.Tensor:
     """SAM 2 / SAM 3 preprocessing of one frame on the device: ``ToTensor``
-    (``/255``, CHW) then the predictor's own scripted ``Resize`` and
-    ``Normalize`` modules, run on the device tensor."""
+    (``/255``, CHW), the ``Resize((R, R))`` of their transforms (antialiased
+    bilinear in float) and their ``Normalize``."""
+    transforms = predictor._transforms
     frame = device_frame(image, predictor.device)
     chw = frame.permute(2, 0, 1).contiguous().to(torch.float32).div(255)
-    return predictor._transforms.transforms(chw)
+    size = (transforms.resolution, transforms.resolution)
+    if tuple(chw.shape[-2:]) != size:
+        chw = F.interpolate(chw[None], size=size, mode="bilinear", align_corners=False, antialias=True)[0]
+    return normalize(chw, transforms.mean, transforms.std)
 
 
 def efficientvit_prepare(predictor: Any, image: torch.Tensor, image_format: str) -> torch.Tensor:
@@ -197,8 +225,8 @@ def efficientvit_prepare(predictor: Any, image: torch.Tensor, image_format: str)
     if max(height, width) == size:
         target = (height, width)
     chw = resize_uint8(frame, target)[0].to(torch.float32).div(255)
-    normalize = next(t for t in model.transform.transforms if type(t).__name__ == "Normalize")
-    chw = normalize(chw)
+    norm = next(t for t in model.transform.transforms if type(t).__name__ == "Normalize")
+    chw = normalize(chw, norm.mean, norm.std)
     return F.pad(chw, (0, size - chw.shape[-1], 0, size - chw.shape[-2]), value=0.0)
 
 
