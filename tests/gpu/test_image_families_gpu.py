@@ -45,8 +45,9 @@ def family(request):
     package, path, builder = FAMILIES[request.param]
     if importlib.util.find_spec(package) is None:
         pytest.skip(f"{package} is not installed")
-    import family_models
     from samgpu_shim.tools import models
+
+    import family_models
 
     if builder == "vit_b":
         model = models.build_sam("vit_b", device="cuda")
