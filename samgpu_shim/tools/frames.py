@@ -71,10 +71,16 @@ def run_model(
         finally:
             _config.configure(**{key: None for key in setting})
 
-    def shim(setting: Dict[str, Any]) -> Callable[[int], str]:
+    def shim(setting: Dict[str, Any], graphs: bool = False) -> Callable[[int], str]:
         def run(i: int) -> str:
             set_only(setting, i)
-            masks, scores, _ = predictor.predict(coords, labels)
+            if graphs:  # predict replayed as a CUDA graph
+                _config.configure(cuda_graphs=True)
+            try:
+                masks, scores, _ = predictor.predict(coords, labels)
+            finally:
+                if graphs:
+                    _config.configure(cuda_graphs=None)
             return _pipeline.packet_torch(masks, scores)
 
         run.setting = setting  # type: ignore[attr-defined]
@@ -87,8 +93,10 @@ def run_model(
         paths["shim, CUDA frame, tf32"] = shim({"encoder_precision": "tf32"})
         paths["shim, CUDA frame, bf16 autocast"] = shim({"encoder_precision": "bf16"})
         paths["shim, CUDA frame, fast encoder"] = shim({"encoder": "fast"})
+        paths["shim, CUDA frame, fast encoder, graph mode"] = shim({"encoder": "fast"}, graphs=True)
         if compile:
             paths["shim, CUDA frame, fast-compile encoder"] = shim({"encoder": "fast-compile"})
+            paths["shim, CUDA frame, fast-compile, graph mode"] = shim({"encoder": "fast-compile"}, graphs=True)
 
     # First call of each path (lazy init, cuDNN choices, compilation): the warm-up cost.
     warmup_ms: Dict[str, float] = {}
