@@ -118,3 +118,29 @@ def test_graph_mode_family_table_matches_run24():
                  "device floor (graph replays back to back)")
         assert shown == [round(rows[(model, p)]["p50_ms"], 3) for p in paths], (family, model)
         assert f"{float(graph) / float(floor):.2f}" == ratio
+
+
+def test_frame_loop_family_table_matches_runs_27_and_28():
+    text = (ROOT / "docs" / "images.rst").read_text()
+    section = text.split("Measured: the single-prompt loop, every family")[1].split("SAM 3 note")[0]
+    cells = re.findall(
+        r"\* - ([^\n]+)\n\s+- ([\d.]+) \((\d+)\)\n\s+- ([\d.]+)\n\s+- ([\d.]+)\n\s+- ([\d.]+)\n", section
+    )
+    files = {
+        "segment-anything vit_h": "frames-h100-run27-sam.json",
+        "SAM-HQ vit_h": "frames-h100-run28-hq-vit_h.json",
+        "MobileSAM vit_t": "frames-h100-run28-mobile-vit_t.json",
+        "EfficientViT-SAM L0": "frames-h100-run28-efficientvit-l0.json",
+        "SAM 2.1 hiera_t": "frames-h100-run28-sam2-hiera_t.json",
+        "SAM 2.1 hiera_l": "frames-h100-run28-sam2-hiera_l.json",
+        "SAM 3 (full geometry)": "frames-h100-run28-sam3-full.json",
+    }
+    assert len(cells) == len(files)
+    for label, up, syncs, fp32, bf16, fast in cells:
+        data = json.loads((RESULTS / files[label]).read_text())
+        rows = {row["path"]: row for row in data["results"][0]["rows"]}
+        upstream = rows["upstream (numpy frame, host preprocessing)"]
+        assert (f"{upstream['p50_ms']:.2f}", upstream["syncs_per_frame"]) == (up, int(syncs)), label
+        for path, shown in (("shim, CUDA frame, fp32", fp32), ("shim, CUDA frame, bf16 autocast", bf16),
+                            ("shim, CUDA frame, fast encoder", fast)):
+            assert f"{rows[path]['p50_ms']:.2f}" == shown, (label, path)
