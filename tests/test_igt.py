@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 pyigtl = pytest.importorskip("pyigtl", reason="pyigtl is not installed (tox factor igt)")
 
@@ -90,6 +91,7 @@ def test_rollback_from_the_environment_sends_the_same_packets(predictor, tmp_pat
     script = tmp_path / "run.py"
     script.write_text(
         f"import sys, json; sys.path[:0] = [{str(IGT)!r}, {str(HERE)!r}]\n"
+        f"import torch; torch.set_num_threads({torch.get_num_threads()})  # same reduction order as here\n"
         "import samgpu_shim\n"
         "from segment_anything import SamPredictor\n"
         "from samgpu_shim.tools.models import build_sam\n"
