@@ -30,10 +30,10 @@ ROOT = Path(__file__).resolve().parent.parent
 SERVE = ROOT / "examples" / "serve"
 sys.path.insert(0, str(SERVE))
 
+import app as serving  # noqa: E402
 import ray  # noqa: E402
 from PIL import Image  # noqa: E402
 
-import app as serving  # noqa: E402
 from samgpu_shim.tools.models import build_sam, synthetic_image  # noqa: E402
 
 SIZE = (192, 256)  # the tiny model's own input size: the device resize is the identity
@@ -65,8 +65,9 @@ CASES = _cases()
 @pytest.fixture(scope="module")
 def expected():
     """Each case answered by the numpy path, in this process."""
-    import samgpu_shim
     from segment_anything import SamPredictor
+
+    import samgpu_shim
 
     predictor = SamPredictor(build_sam("tiny", image_size=256))
     set_image = samgpu_shim.get_original(SamPredictor, "set_image")
