@@ -32,6 +32,7 @@ sys.path.insert(0, str(SERVE))
 
 import app as serving  # noqa: E402
 import ray  # noqa: E402
+import segment  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from samgpu_shim.tools.models import build_sam, synthetic_image  # noqa: E402
@@ -87,7 +88,7 @@ def _answer_all(predictor, set_image, answers):
         prompts = {k: np.asarray(v) for k, v in request.items() if k not in ("image", "multimask_output")}
         masks, scores, _ = predictor.predict(**prompts, multimask_output=request.get("multimask_output", True),
                                              as_numpy=True)
-        answers.append({k: serving.answer(masks, scores)[k] for k in COMPARED})
+        answers.append({k: segment.answer(masks, scores)[k] for k in COMPARED})
 
 
 @pytest.fixture(scope="module")
@@ -151,7 +152,7 @@ def _bad_requests():
         "box of 3": ({**good, "box": [1, 2, 3]}, 400, "box"),
         "unknown field": ({**good, "colour": "red"}, 400, "unknown field"),
         "huge frame": ({**good, "image": base64.b64encode(buffer.getvalue()).decode()}, 413, "pixel limit"),
-        "huge body": (b"x" * (serving.MAX_BODY_BYTES + 1), 413, "limit"),
+        "huge body": (b"x" * (segment.MAX_BODY_BYTES + 1), 413, "limit"),
     }
 
 
