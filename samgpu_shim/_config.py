@@ -83,24 +83,23 @@ def _metrics(name: str, raw: Optional[str]) -> Tuple[str, ...]:
     return tuple(n for n in names if n in METRIC_BACKENDS)
 
 
-def _precision(name: str, raw: Optional[str]) -> str:
-    if raw is None or not raw.strip():
-        return "fp32"
-    value = raw.strip().lower()
-    if value not in PRECISIONS:
-        _logger.warning("%s=%r is not one of %s; keeping fp32", name, raw, "/".join(PRECISIONS))
-        return "fp32"
-    return value
+def _choice(values: Tuple[str, ...], fallback: str) -> Callable[[str, Optional[str]], str]:
+    """A parser for one of ``values`` (case-insensitive); anything else warns and keeps ``fallback``."""
+
+    def parse(name: str, raw: Optional[str]) -> str:
+        if raw is None or not raw.strip():
+            return fallback
+        value = raw.strip().lower()
+        if value not in values:
+            _logger.warning("%s=%r is not one of %s; keeping %s", name, raw, "/".join(values), fallback)
+            return fallback
+        return value
+
+    return parse
 
 
-def _encoder(name: str, raw: Optional[str]) -> str:
-    if raw is None or not raw.strip():
-        return "default"
-    value = raw.strip().lower()
-    if value not in ENCODERS:
-        _logger.warning("%s=%r is not one of %s; keeping the default encoder", name, raw, "/".join(ENCODERS))
-        return "default"
-    return value
+_precision = _choice(PRECISIONS, "fp32")
+_encoder = _choice(ENCODERS, "default")
 
 
 # -- validators of configure() values (key, value) -> stored value -----------
