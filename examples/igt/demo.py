@@ -99,7 +99,8 @@ def run_mode(mode: str, predictor: Any, args: argparse.Namespace, size: tuple) -
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", default="tiny", help="tiny (default), vit_b, vit_l, vit_h; random weights")
+    parser.add_argument("--model", default="tiny",
+                        help="tiny (default), vit_b, vit_l, vit_h, or SAM 2.1 hiera_t ... hiera_l; random weights")
     parser.add_argument("--size", default="192x256", help="frame HEIGHTxWIDTH (default 192x256)")
     parser.add_argument("--fps", type=float, default=30.0)
     parser.add_argument("--frames", type=int, default=300)
@@ -111,11 +112,18 @@ def main() -> None:
     size = tuple(int(v) for v in args.size.lower().split("x"))
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
                           ("cpu" if args.device == "auto" else args.device))
-    from segment_anything import SamPredictor
+    if args.model.startswith("hiera_"):  # SAM 2.1
+        from sam2.sam2_image_predictor import SAM2ImagePredictor
 
-    # tiny runs at the frame's own size on a CPU; the real models at 1024.
-    image_size = max(size) if args.model == "tiny" else 1024
-    predictor = SamPredictor(build_sam(args.model, device=device, image_size=image_size))
+        from samgpu_shim.tools.models import build_sam2
+
+        predictor = SAM2ImagePredictor(build_sam2(args.model, device=device))
+    else:
+        from segment_anything import SamPredictor
+
+        # tiny runs at the frame's own size on a CPU; the real models at 1024.
+        image_size = max(size) if args.model == "tiny" else 1024
+        predictor = SamPredictor(build_sam(args.model, device=device, image_size=image_size))
     rows = [run_mode(mode, predictor, args, size) for mode in args.modes]
     env = {"device": str(device), "device_name": torch.cuda.get_device_name(device) if device.type == "cuda"
            else platform.processor() or platform.machine(), "torch": torch.__version__, "model": args.model,
