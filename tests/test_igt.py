@@ -43,8 +43,8 @@ def predictor():
     return SamPredictor(build_sam("tiny", image_size=256))
 
 
-def _run(predictor, server, stream=None, **options):
-    loop = Orchestrator(predictor, port=server.port, seed_point=SEED, **options).start()
+def _run(predictor, server, stream=None, seed_point=SEED, **options):
+    loop = Orchestrator(predictor, port=server.port, seed_point=seed_point, **options).start()
     try:
         assert server.wait_connected(10), "the orchestrator did not connect"
         (stream or server.stream)()
@@ -193,3 +193,33 @@ def test_bad_messages_are_skipped_and_the_loop_goes_on(predictor, caplog):
 def test_bad_queue_size_is_refused(predictor):
     with pytest.raises(ValueError, match="queue_size"):
         Orchestrator(predictor, seed_point=SEED, queue_size=0)
+
+
+@pytest.fixture(scope="module")
+def trained():
+    """The tiny SAM trained on phantoms of other seeds (examples/igt/train_phantom.py)."""
+    model = build_sam("tiny", image_size=256)
+    model.load_state_dict(torch.load(IGT / "phantom_tiny_sam.pt", weights_only=True))
+    return SamPredictor(model.eval())
+
+
+def _centroid_errors(predictor, frames=150):
+    server = FrameServer(fps=30, frames=frames, size=SIZE, lockstep=True)  # phantom seed 0: unseen in training
+    start = server.phantom.centre(0)
+    _run(predictor, server, seed_point=start)
+    packets, truth = server.record.packets, server.truth
+    assert len(packets) == frames
+    return [
+        float("inf") if p["centroid_xy"] is None else float(np.hypot(p["centroid_xy"][0] - truth[k][0],
+                                                                     p["centroid_xy"][1] - truth[k][1]))
+        for k, p in sorted(packets.items())
+    ]
+
+
+def test_the_tracked_structure_is_followed(trained, predictor):
+    # Prompts come only from the previous frame's result (centroid, logits):
+    # a loop that lost the structure would not find it again.
+    errors = _centroid_errors(trained)
+    assert max(errors) < 5.0, f"centroid error up to {max(errors):.1f} px (structure radius 23 px)"
+    # The same loop with random weights does not follow it: the check can fail.
+    assert max(_centroid_errors(predictor)) > 5.0
