@@ -12,10 +12,9 @@ from __future__ import annotations
 
 from typing import Any, Tuple
 
-import numpy as np
 import torch
 
-from ..gpu.image import efficientvit_prepare, encoder_call, gpu_path_on, placeholder, stand_in
+from ..gpu.image import efficientvit_prepare, encoder_call, gpu_path_on, host_frame, placeholder, stand_in
 from . import Family, Target, Wrapper, params_check, signatures
 from .sam1 import copy_targets, predict_resident
 
@@ -27,7 +26,7 @@ def _set_image(original: Any) -> Wrapper:
         image = args[0] if args else kwargs.get("image")
         image_format = args[1] if len(args) > 1 else kwargs.get("image_format", "RGB")
         if isinstance(image, torch.Tensor) and not gpu_path_on():
-            return wrapped(np.ascontiguousarray(image.detach().cpu().numpy()), image_format)
+            return wrapped(host_frame(image), image_format)
         device = torch.device(instance.device)
         with encoder_call(device, instance.model, ("image_encoder",)) as mode:
             if isinstance(image, torch.Tensor):

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 from typing import Any, List, Optional, Tuple
 
-import numpy as np
 import torch
 
 from .._dispatch import inside_gpu_calls, resident
@@ -26,6 +25,7 @@ from ..gpu.image import (
     encoder_mode,
     get_rel_pos_sync_free,
     gpu_path_on,
+    host_frame,
     set_image_tensor,
     vit_attention_fused,
 )
@@ -162,7 +162,7 @@ def _set_image(original: Any) -> Wrapper:
                 return set_image_tensor(instance, *args, **kwargs)
             # Rolled back: upstream's own path, given the array it expects, so
             # that code written for tensor frames keeps working unchanged.
-            args, kwargs = _with_image(args, kwargs, np.ascontiguousarray(image.detach().cpu().numpy()))
+            args, kwargs = _with_image(args, kwargs, host_frame(image))
         return wrapped(*args, **kwargs)  # numpy frames: upstream's exact path
 
     return wrapper

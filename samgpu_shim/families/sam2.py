@@ -30,7 +30,15 @@ import torch
 
 from .._dispatch import resident
 from ..gpu import graphs
-from ..gpu.image import PreparedTransforms, encoder_call, gpu_path_on, placeholder, sam2_prepare, stand_in
+from ..gpu.image import (
+    PreparedTransforms,
+    encoder_call,
+    gpu_path_on,
+    host_frame,
+    placeholder,
+    sam2_prepare,
+    stand_in,
+)
 from ..gpu.prompts import PromptError, Prompts, check_shape, prompt_tensor
 from . import Family, Target, Wrapper, params_check, signatures
 
@@ -364,7 +372,7 @@ def _encoder_path(predictor: Any) -> Tuple[str, ...]:
 
 
 def _host_frames(frames: Sequence[Any]) -> List[Any]:
-    return [np.ascontiguousarray(f.detach().cpu().numpy()) if isinstance(f, torch.Tensor) else f for f in frames]
+    return [host_frame(f) for f in frames]
 
 
 def _set_image(original: Any) -> Wrapper:

@@ -78,6 +78,14 @@ def gpu_path_on() -> bool:
     return not _config.default_as_numpy()[0]
 
 
+def host_frame(image: Any) -> Any:
+    """A tensor frame as the contiguous array upstream's ``set_image`` expects
+    (rolled back); anything else as it is."""
+    if isinstance(image, torch.Tensor):
+        return np.ascontiguousarray(image.detach().cpu().numpy())
+    return image
+
+
 class ImageError(ValueError, AssertionError):
     """A frame given to ``set_image`` has the wrong shape, dtype or format."""
 
