@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from samgpu_shim.tools.audit import ANY, CUDA, SILENT, audit_path, audit_source, scan
+from samgpu_shim.migrate import ANY, CUDA, SILENT, audit_path, audit_source, scan
 
 from audit_labels import expected
 
@@ -275,7 +275,7 @@ def test_a_predictor_stored_under_another_name_is_followed():
 
 
 def test_an_internal_error_skips_one_statement_not_the_project(tmp_path, monkeypatch):
-    from samgpu_shim.tools import audit
+    from samgpu_shim.migrate import statements
 
     src = tmp_path / "app.py"
     src.write_text(
@@ -285,14 +285,14 @@ def test_an_internal_error_skips_one_statement_not_the_project(tmp_path, monkeyp
         "    weird = s  # the analysis trips here\n"
         "    return np.argmax(s)\n"
     )
-    real = audit.Scope.stmt
+    real = statements.Scope.stmt
 
     def tripping(self, node):
         if getattr(node, "lineno", 0) == 4:
             raise RecursionError("too deep")
         return real(self, node)
 
-    monkeypatch.setattr(audit.Scope, "stmt", tripping)
+    monkeypatch.setattr(statements.Scope, "stmt", tripping)
     project, errors = scan([str(src)])
     assert [f.operation for f in project.findings.values()] == ["np.argmax()"]
     assert errors == [(f"{src}:4", "statement skipped, internal error (RecursionError: too deep); please report it")]

@@ -241,7 +241,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         if args.command == "kpi":
             return _kpi(args)
         if args.command == "audit":
-            from samgpu_shim.tools import audit as _audit
+            from samgpu_shim import migrate as _audit
 
             return _audit.main(args.paths, as_json=args.json, fix=args.fix, diff=args.diff)
         return _bench(args)
