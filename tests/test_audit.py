@@ -128,6 +128,157 @@ def test_self_attribute_read_in_another_method():
     ) == [(7, "np.mean()")]
 
 
+def test_instance_of_a_class_from_an_unread_module_keeps_the_receiver_name_rule():
+    assert _ops(
+        """
+        import numpy as np
+        from labtools.seg import SamWrapper
+        from labtools.motion import Kalman
+        def f(ckpt, image, pts):
+            sam_obj = SamWrapper(ckpt)
+            motion = Kalman()
+            masks, scores, _ = sam_obj.predict(image, pts)
+            guess = motion.predict(pts)
+            return np.argmax(scores), np.asarray(guess)
+        """
+    ) == [(10, "np.argmax()")]
+
+
+def test_self_attribute_follows_its_producer_along_each_path():
+    assert _ops(
+        """
+        import cv2
+        import numpy as np
+        class Tool:
+            def click(self, pts):
+                masks, _, _ = self.predictor.predict(point_coords=pts)
+                self.masks = masks
+                self._show()
+            def auto(self, image):
+                self.masks = self.generator.generate(image)
+                self._export()
+            def reopen(self, path):
+                self.masks = path
+                self._load()
+            def _show(self):
+                return np.where(self.masks)
+            def _export(self):
+                return [a["segmentation"].astype(np.uint8) for a in self.masks]
+            def _load(self):
+                return cv2.imread(self.masks)
+        """
+    ) == [(16, "np.where()")]
+
+
+def test_containers_keep_positions_and_keys_apart():
+    assert _ops(
+        """
+        import numpy as np
+        class Refine:
+            def step(self, pts):
+                masks, scores, logits = self.predictor.predict(point_coords=pts)
+                self.history.append((self.points.copy(), logits))
+                self.log.append({"n": len(pts), "mask": masks[0]})
+            def undo(self):
+                points, logits = self.history.pop()
+                self.points = points
+                entry = self.log[-1]
+                return np.concatenate([self.points, [[0, 0]]]), np.arange(entry["n"]), np.where(entry["mask"])
+        """
+    ) == [(12, "np.where()")]
+
+
+def test_writes_into_numpy_arrays_are_sinks():
+    assert _ops(
+        """
+        import numpy as np
+        def f(predictor, boxes, shape):
+            volume = np.zeros(shape, bool)
+            held = {"labels": np.zeros(shape[1:], np.uint8)}
+            for z, box in enumerate(boxes):
+                masks, _, logits = predictor.predict(box=box)
+                volume[z] = masks[0]
+                volume[...] = logits[0] > 0
+                held["labels"][0:4, 0:4] = masks[0]
+                held["labels"][masks[0]] = 1
+                as_list = [masks[0]]
+                as_list[0] = masks[1]
+            return volume
+        """
+    ) == [(8, "ndarray[i] = mask"), (9, "ndarray[i] = mask"), (10, "ndarray[i] = mask"),
+          (11, "ndarray[mask] = v")]
+
+
+def test_values_reaching_a_module_not_scanned_are_reported_at_the_call(tmp_path):
+    src = tmp_path / "app.py"
+    src.write_text(
+        "from evaluation.metrics import iou\n"
+        "from evaluation.gpu import dice_tensor\n"
+        "from helpers import log_run\n"
+        "def f(predictor, box, gt):\n"
+        "    masks, scores, _ = predictor.predict(box=box)\n"
+        "    log_run('done')\n"
+        "    return iou(masks[0], gt), dice_tensor(masks[0], gt)\n"
+    )
+    project, errors = scan([str(tmp_path)])
+    assert errors == []
+    (finding,) = project.findings.values()
+    assert (finding.line, finding.operation) == (7, "iou()")
+    assert "reaches iou() in evaluation.metrics, a module not scanned" in finding.format()
+    assert project.unscanned() == {"evaluation.metrics": ["app.py:7"]}
+
+
+def test_arithmetic_follows_the_operation_table():
+    assert _ops(
+        """
+        import numpy as np
+        def overlay(image, mask, alpha=0.5):
+            h, w = image.shape[:2]
+            return image * (1 - alpha * mask[..., None])
+        def f(predictor, box, frame):
+            masks, scores, _ = predictor.predict(box=box)
+            inverse = 1 - masks[0]
+            weights = np.float64(1.0) / scores
+            fine = masks[0] * 255, ~masks[0], 1 - scores, scores * 2.0
+            return overlay(frame, masks[0]), inverse, weights, fine
+        """
+    ) == [(5, "ndarray * mask"), (8, "1 - mask"), (9, "np.float64 / tensor")]
+
+
+def test_a_module_whose_forward_runs_predict_is_a_source_when_called():
+    assert _ops(
+        """
+        import numpy as np
+        import torch
+        class Head(torch.nn.Module):
+            def forward(self, image, box):
+                self.predictor.set_image(image)
+                masks, scores, _ = self.predictor.predict(box=box)
+                return masks, scores
+        def f(image, box):
+            head = Head().eval()
+            masks, scores = head(image, box)
+            return np.argmax(scores)
+        """
+    ) == [(12, "np.argmax()")]
+
+
+def test_every_registry_entry_point_is_a_source():
+    assert _ops(
+        """
+        import numpy as np
+        from sam3 import build_sam3_image_model
+        from sam3.model.sam3_image import Sam3Image
+        def f(state, pts, lbls, boxes):
+            model = build_sam3_image_model()
+            m1, s1, _ = model.predict_inst(state, point_coords=pts, point_labels=lbls)
+            m2, s2, _ = Sam3Image.predict_inst_batch(model, state, box_batch=boxes)
+            m3, s3, _ = model.inst_interactive_predictor.predict_batch(box_batch=boxes)
+            return np.argmax(s1), np.stack(m2), np.stack(m3)
+        """
+    ) == [(10, "np.argmax()"), (10, "np.stack()")]
+
+
 def test_unparsable_and_missing_paths_are_errors(tmp_path):
     broken = tmp_path / "broken.py"
     broken.write_text("def (:\n")
