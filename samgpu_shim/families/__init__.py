@@ -8,7 +8,12 @@ imported only when the family's own package is (torch is loaded by then), so
 
 Each family module exposes ``targets(family) -> tuple[Target, ...]``.
 Adding a family is one module here, one row below, and one test subclass of
-``tests/family_contract.py``.
+``tests/family_contract.py``. A row also names its ``entry_points``: every
+public method whose call reaches the patched predict (the predict methods
+themselves, and wrappers of the package such as SAM 3's ``predict_inst``).
+The audit (:mod:`samgpu_shim.migrate`) reads them as its sources, so a row
+cannot be added without telling it; ``tests/test_audit_registry.py`` checks
+them against the installed packages and the targets.
 """
 
 from __future__ import annotations
@@ -45,6 +50,12 @@ class Family:
     distribution: str
     hook_module: str
     module: str  # the family module under samgpu_shim.families
+    # "package.module:Class.method" for each method whose call reaches a
+    # patched predict and takes its as_numpy= keyword
+    entry_points: Tuple[str, ...]
+    # ("package.module:function", "package.module:Class"): functions of the
+    # package that return an instance of a class named in entry_points
+    builders: Tuple[Tuple[str, str], ...] = ()
     # for in-house forks: "package.module:ClassName"
     spec: Optional[str] = None
 
@@ -71,16 +82,30 @@ def params_check(expected: Tuple[str, ...]) -> Callable[[Any], Optional[str]]:
 
 
 FAMILIES: Tuple[Family, ...] = (
-    Family("segment-anything", "segment-anything", "segment_anything", "sam1"),
-    Family("segment-anything-hq", "segment-anything-hq", "segment_anything_hq", "sam_hq"),
-    Family("mobile-sam", "mobilesam-mirror", "mobile_sam", "mobile_sam"),
+    Family("segment-anything", "segment-anything", "segment_anything", "sam1",
+           ("segment_anything.predictor:SamPredictor.predict",)),
+    Family("segment-anything-hq", "segment-anything-hq", "segment_anything_hq", "sam_hq",
+           ("segment_anything_hq.predictor:SamPredictor.predict",)),
+    Family("mobile-sam", "mobilesam-mirror", "mobile_sam", "mobile_sam",
+           ("mobile_sam.predictor:SamPredictor.predict",)),
     # mobilesam-lite ships the same MobileSAM code under mobilesam_lite.mobile_sam
     # (its mobilesamv2 subpackage does not import in 0.1.2: docs/families.rst).
-    Family("mobilesam-lite", "mobilesam-lite", "mobilesam_lite.mobile_sam", "mobile_sam"),
+    Family("mobilesam-lite", "mobilesam-lite", "mobilesam_lite.mobile_sam", "mobile_sam",
+           ("mobilesam_lite.mobile_sam.predictor:SamPredictor.predict",)),
     # EfficientViT-SAM (PyPI efficientsam) does not import its predictor module itself.
-    Family("efficientvit-sam", "efficientsam", "efficientsam.models.efficientvit.sam", "efficientvit_sam"),
-    Family("sam2", "sam2", "sam2.sam2_image_predictor", "sam2"),
-    Family("sam3", "sam3", "sam3.model.sam1_task_predictor", "sam3"),
+    Family("efficientvit-sam", "efficientsam", "efficientsam.models.efficientvit.sam", "efficientvit_sam",
+           ("efficientsam.models.efficientvit.sam:EfficientViTSamPredictor.predict",)),
+    Family("sam2", "sam2", "sam2.sam2_image_predictor", "sam2",
+           ("sam2.sam2_image_predictor:SAM2ImagePredictor.predict",
+            "sam2.sam2_image_predictor:SAM2ImagePredictor.predict_batch")),
+    # Sam3Image.predict_inst(_batch) fill the predictor's features and call
+    # predict(_batch) with their keyword arguments (docs/families.rst).
+    Family("sam3", "sam3", "sam3.model.sam1_task_predictor", "sam3",
+           ("sam3.model.sam1_task_predictor:SAM3InteractiveImagePredictor.predict",
+            "sam3.model.sam1_task_predictor:SAM3InteractiveImagePredictor.predict_batch",
+            "sam3.model.sam3_image:Sam3Image.predict_inst",
+            "sam3.model.sam3_image:Sam3Image.predict_inst_batch"),
+           builders=(("sam3.model_builder:build_sam3_image_model", "sam3.model.sam3_image:Sam3Image"),)),
 )
 
 
@@ -89,4 +114,5 @@ def fork_family(spec: str) -> Family:
     module, sep, cls = spec.partition(":")
     if not sep or not module or not cls:
         raise ValueError(f"patch target must look like 'package.module:ClassName', got {spec!r}")
-    return Family(name=spec, distribution=module.split(".")[0], hook_module=module, module="fork", spec=spec)
+    return Family(name=spec, distribution=module.split(".")[0], hook_module=module, module="fork",
+                  entry_points=(f"{module}:{cls}.predict",), spec=spec)
