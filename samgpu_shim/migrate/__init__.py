@@ -6,9 +6,9 @@ how it is built). Sources are the calls that reach a patched predict; sinks
 are the operations that break on a tensor (:mod:`samgpu_shim.ops`).
 """
 
+from .analysis import analyse, audit_path, audit_source, scan
 from .command import main
-from .operations import ANY, CUDA, SILENT
-from .project import analyse, audit_path, audit_source, scan
+from .operations import ANY, CUDA, SILENT, UNSCANNED
 from .report import Finding
 
-__all__ = ["ANY", "CUDA", "SILENT", "Finding", "analyse", "audit_path", "audit_source", "main", "scan"]
+__all__ = ["ANY", "CUDA", "SILENT", "UNSCANNED", "Finding", "analyse", "audit_path", "audit_source", "main", "scan"]

@@ -1,132 +1,93 @@
-"""Calls: into the scanned code, into libraries, methods of results."""
+"""Calls: which code a call runs (the scanned code, a source, a library),
+and what it does to containers and channels."""
 
 from __future__ import annotations
 
 import ast
-from typing import List, Optional, Tuple
+from typing import Optional, Tuple
 
-from .entry_points import PREDICT_METHODS
-from .expressions import Expressions
+from . import kinds as K
+from .entry_points import PREDICT_METHODS, REGISTRY
+from .expressions import Value
 from .index import ClassInfo, FuncInfo
-from .names import CLEAN, Positions, Taint, class_kind, dotted_name, last_name, words
+from .kinds import CLEAN, Elements, Keys, Kind, Positions
+from .library_calls import Args, LibraryCalls
+from .names import Taint, as_numpy_kw, last_name
 from .operations import (
-    ANY,
     CHANNEL_GET,
     CHANNEL_PUT,
     CONTAINER_ADDERS,
-    CUDA,
-    JSON_FUNCS,
-    LEAVES_DEVICE,
-    LIBRARIES,
-    NUMPY_HELPER_WORDS,
-    NUMPY_KEEPS_TENSOR,
-    NUMPY_METADATA,
-    NUMPY_NOT_CALLS,
-    NUMPY_ONLY_METHODS,
-    NUMPY_PRODUCERS,
-    NUMPY_RAISE_ANY,
-    NUMPY_SCALARS,
-    NUMPY_SILENT,
+    MODULE_RETURNS_SELF,
     PASS_THROUGH_BUILTINS,
+    PLAIN_BUILTINS,
     PLOT_METHODS,
-    SAM_TORCH_HELPERS,
-    SCALAR_METHODS,
-    SILENT,
-    TO_NUMPY,
-    TORCH_HELPER_WORDS,
+    call_row,
 )
 
+# (function to run, bound to its instance, class constructed, self context passed)
+Target = Tuple[Optional[FuncInfo], bool, Optional[ClassInfo], bool]
 
-class Calls(Expressions):
-    # -- calls -------------------------------------------------------------
-    def _call(self, node: ast.Call) -> Tuple[Taint, Optional[str]]:
+
+class Calls(LibraryCalls):
+    """What a call does."""
+
+    def _call(self, node: ast.Call) -> Value:
         func = node.func
-        # the receiver (or callee expression) first
         recv_t: Taint = CLEAN
-        recv_k: Optional[str] = None
+        recv_k: Kind = None
         if isinstance(func, ast.Attribute):
             recv_t, recv_k = self._eval(func.value)
         elif not isinstance(func, ast.Name):
             self._eval(func)
-        library, dotted = self._library(func)
-        project_func = self._project_callable(func, recv_t, recv_k)
-        if project_func is not None:
-            target, bound_self, cls = project_func
-            if target is not None:
-                summary = self.p.call(target, node, self, bound_self)
-                if cls is not None:
-                    return summary.ret, f"class:{cls.name}"
-                return summary.ret, summary.ret_kind
-            # a class without __init__: its constructor
-            arg_t = self._args_taint(node)
-            return arg_t, f"class:{cls.name}"  # type: ignore[union-attr]
-        args = self._args(node)  # (node, taint, kind) of each argument
-        arg_taint = CLEAN
-        for _, t, _ in args:
-            arg_taint |= t
-
-        if self.is_source(node, getattr(node, "_samgpu_unpack", None), recv_k):
-            return frozenset({self.p.source_id(self.m.path, node)}), "torch"
-
-        if library is not None:
-            if dotted.split(".")[-1].endswith("Predictor") or (
-                dotted.endswith(".from_pretrained") and "Predictor" in dotted
-            ):
-                return CLEAN, "predictor"
-            return self._library_call(node, library, dotted, args, arg_taint)
-
+        target = self._project_callable(func, recv_t, recv_k)
+        if target is not None:
+            return self._run_project(node, target)
+        args = self._args(node)
+        arg_taint = frozenset().union(*(t for _, t, _ in args)) if args else CLEAN
+        attr = func.attr if isinstance(func, ast.Attribute) else ""
+        if attr in PREDICT_METHODS:
+            if self.is_source(node, getattr(node, "_samgpu_unpack", None), recv_k):
+                sid = self.p.source_id(self.m.path, node)
+                self.p.note_receiver(self.m.path, node, self.receiver(node, recv_k))
+                return self.source_kind(node, sid)
+            if as_numpy_kw(node) is not None:
+                # pinned already (by hand or by --fix): what --fix checks after editing
+                self.p.note_receiver(self.m.path, node, self.receiver(node, recv_k))
+        qualified = self.qualify(func)
+        if qualified:
+            made = self._constructed(qualified)
+            if made is not None:
+                return made
+            if not self.p.scanned(qualified):
+                return self.library_call(node, qualified, args, arg_taint)
         if isinstance(func, ast.Attribute):
-            attr = func.attr
-            if recv_t:
-                return self._tensor_method(node, attr, recv_t, recv_k)
-            if attr in PLOT_METHODS and arg_taint:
-                self.report(node, f".{attr}()", CUDA,
-                              "plotting and viewer methods convert what they show with numpy",
-                              "show samgpu_shim.to_numpy(x)", arg_taint)
-                return CLEAN, None
-            if attr in JSON_FUNCS and dotted_name(func.value) in ("json", "ujson", "orjson", "simplejson"):
-                return self._json(node, arg_taint)
-            if attr in CONTAINER_ADDERS and arg_taint:
-                self.bind_into(func.value, arg_taint)
-                if attr in CHANNEL_PUT:
-                    self._channel_put(func.value, arg_taint, args[0][2] if len(args) == 1 else None)
-                return CLEAN, None
-            if attr in CHANNEL_GET:
-                name = last_name(func.value)
-                if name in self.p.channels:
-                    return self.p.channels[name], self.p.channel_kinds.get(name)
-            if attr == "__setitem__" and arg_taint:
-                self.bind_into(func.value, arg_taint)
-            if recv_k not in ("predictor", "torch") and self._numpy_helper(node, attr, arg_taint):
-                return CLEAN, "numpy"
-            if recv_k == "numpy":
-                if attr in ("reshape", "copy", "astype", "transpose", "squeeze", "flatten", "ravel", "clip",
-                            "view", "T", "max", "min", "sum"):
-                    return CLEAN, "numpy"
-            return CLEAN, None
+            return self._method(node, func, recv_t, recv_k, args, arg_taint)
         if isinstance(func, ast.Name):
-            name = func.id
-            if name in ("int", "float", "bool", "str", "len", "repr", "hash", "id", "type", "isinstance",
-                        "print", "hasattr", "getattr", "callable", "range", "format", "complex", "divmod"):
-                return CLEAN, None
-            if name == "enumerate" or name == "zip":
-                return arg_taint, None
-            if name not in PASS_THROUGH_BUILTINS and self._numpy_helper(node, name, arg_taint):
-                return CLEAN, "numpy"
-            if name in PASS_THROUGH_BUILTINS:
-                return arg_taint, "scalar" if name in ("max", "min", "sum") and arg_taint else None
-            cls = self.p.cls(self.m, name)
-            if name.endswith("Predictor") or (cls is not None and self.p.is_predictor_class(cls)):
-                return CLEAN, "predictor"
-            if name[:1].isupper():
-                return CLEAN, "other"
-        elif isinstance(func, ast.Attribute) and func.attr == "from_pretrained" and (
-            (dotted_name(func.value) or "").endswith("Predictor")
-        ):
-            return CLEAN, "predictor"
+            return self._name_call(node, func.id, args, arg_taint)
         return CLEAN, None
 
-    def _args(self, node: ast.Call) -> List[Tuple[ast.AST, Taint, Optional[str]]]:
+    def _constructed(self, qualified: str) -> Optional[Value]:
+        """A patched predictor made by its class, ``from_pretrained`` or a builder."""
+        made = REGISTRY.patched_class(qualified) or REGISTRY.builder(qualified)
+        if made is None and qualified.endswith(".from_pretrained"):
+            made = REGISTRY.patched_class(qualified[: -len(".from_pretrained")])
+        if made is None:
+            made = self.p.forks.get(qualified)
+        return (CLEAN, K.patched(made)) if made else None
+
+    def _run_project(self, node: ast.Call, target: Target) -> Value:
+        func, bound_self, cls, pass_context = target
+        context = self.context_for_call() if pass_context else None
+        if func is not None:
+            summary = self.p.call(func, node, self, bound_self, context)
+            if cls is not None:
+                return summary.ret, f"class:{cls.name}"
+            return summary.ret, summary.ret_kind
+        # a class without __init__: its constructor
+        taint = frozenset().union(*(t for _, t, _ in self._args(node))) if node.args or node.keywords else CLEAN
+        return taint, f"class:{cls.name}"  # type: ignore[union-attr]
+
+    def _args(self, node: ast.Call) -> Args:
         out = []
         for a in node.args:
             t, k = self._eval(a)
@@ -136,210 +97,144 @@ class Calls(Expressions):
             out.append((kw.value, t, k))
         return out
 
-    def _args_taint(self, node: ast.Call) -> Taint:
-        taint = CLEAN
-        for _, t, _ in self._args(node):
-            taint |= t
-        return taint
+    def _callable_instance(self, cls: Optional[ClassInfo]) -> Optional[Target]:
+        """Calling an instance: ``__call__``, or ``forward`` for an ``nn.Module``."""
+        if cls is None:
+            return None
+        call = self.p.method(cls, "__call__")
+        if call is None and self.p.is_module_class(cls):
+            call = self.p.method(cls, "forward")
+        return (call, True, None, False) if call is not None else None
 
-    def bind_into(self, container: ast.AST, taint: Taint) -> None:
-        if isinstance(container, ast.Name):
-            self.env[container.id] = self.lookup(container.id) | taint
-            self.keyed.discard(container.id)
-        elif isinstance(container, (ast.Attribute, ast.Subscript)):
-            current = self.eval(container, report=False)
-            self.bind(container, current[0] | taint, current[1])
-
-    def _project_callable(self, func: ast.AST, base_t: Taint = CLEAN, base_k: object = None
-                          ) -> Optional[Tuple[Optional[FuncInfo], bool, Optional[ClassInfo]]]:
-        """(function, bound to self, class constructed) for calls into the scanned code."""
+    def _project_callable(self, func: ast.AST, base_t: Taint, base_k: Kind) -> Optional[Target]:
+        """The scanned function or method a call runs, if any."""
         if isinstance(func, ast.Name):
             if func.id in self.local_funcs:
-                return self.local_funcs[func.id], False, None
-            if func.id in self.env and self.kind_of(func.id) is None:
-                return None
+                return self.local_funcs[func.id], False, None, False
             kind = self.kind_of(func.id)
-            if class_kind(kind):
-                cls = self.p.class_by_name(class_kind(kind))
-                call = self.p.method(cls, "__call__") if cls else None
-                return (call, True, None) if call else None
+            if K.class_kind(kind):
+                return self._callable_instance(self.p.class_by_name(K.class_kind(kind)))
+            if self.local(func.id):
+                return None
             f = self.p.function(self.m, func.id)
             if f is not None:
-                return f, False, None
+                return f, False, None, False
             cls = self.p.cls(self.m, func.id)
-            if cls is not None and not self.p.is_predictor_class(cls):
-                return self.p.method(cls, "__init__"), True, cls
+            if cls is not None and self.predictor_class(cls) is None:
+                return self.p.method(cls, "__init__"), True, cls, False
             return None
-        if isinstance(func, ast.Attribute):
-            base = func.value
-            cls = self._self_class(base)
-            if cls is None:
-                kind = base_k
-                if class_kind(kind):
-                    cls = self.p.class_by_name(class_kind(kind))
-                elif isinstance(base, ast.Attribute) and isinstance(base.value, ast.Name):
-                    owner = self._self_class(base.value)
-                    if owner is not None:
-                        k = owner.attr_kinds.get(base.attr)
-                        if class_kind(k):
-                            cls = self.p.class_by_name(class_kind(k))
-            if cls is not None:
-                m = self.p.method(cls, func.attr)
-                if m is not None:
-                    staticm = not m.is_method
-                    return m, not staticm, None
-                return None
-            dotted = dotted_name(base)
-            if dotted is not None and dotted in self.m.aliases:
-                other = self.p.module_named(self.m.aliases[dotted])
-                if other is not None:
-                    if func.attr in other.functions:
-                        return other.functions[func.attr], False, None
-                    if func.attr in other.classes:
-                        cls = other.classes[func.attr]
-                        return self.p.method(cls, "__init__"), True, cls
-                return None
-            if func.attr in PREDICT_METHODS:
-                return None
-            if base_t or base_k in ("numpy", "torch", "predictor"):
-                return None
-            m = self.p.unique_method(func.attr)
-            if m is not None and m.is_method:
-                return m, True, None
+        if not isinstance(func, ast.Attribute):
+            return None
+        base = func.value
+        is_self = isinstance(base, ast.Name) and self.kind_of(base.id) == K.SELF
+        cls = self.self_class(base) or (self.p.class_by_name(K.class_kind(base_k)) if K.class_kind(base_k) else None)
+        if cls is not None:
+            m = self.p.method(cls, func.attr)
+            if m is not None:
+                return m, m.is_method, None, is_self and m.is_method
+            if isinstance(base, ast.Name):
+                _, attr_kind = self.self_attr(cls, func.attr, is_self)
+                if K.class_kind(attr_kind):  # self.segmenter(image): an instance held in an attribute
+                    return self._callable_instance(self.p.class_by_name(K.class_kind(attr_kind)))
+            return None
+        qualified = self.qualify(func)
+        if qualified:
+            module_name, _, name = qualified.rpartition(".")
+            other = self.p.module_named(module_name)
+            if other is not None:
+                if name in other.functions:
+                    return other.functions[name], False, None, False
+                if name in other.classes and self.predictor_class(other.classes[name]) is None:
+                    return self.p.method(other.classes[name], "__init__"), True, other.classes[name], False
+            return None
+        if func.attr in PREDICT_METHODS or base_t or base_k is not None:
+            return None
+        m = self.p.unique_method(func.attr)
+        if m is not None and m.is_method:
+            return m, True, None, False
         return None
 
-    def _library_call(self, node: ast.Call, library: str, dotted: str,
-                      args: List[Tuple[ast.AST, Taint, Optional[str]]], arg_taint: Taint
-                      ) -> Tuple[Taint, Optional[str]]:
-        short = dotted.split(".")[-1]
-        shown = dotted_name(node.func) or dotted
-        if library == "torch":
-            if short in SCALAR_METHODS and len(node.args) == 1 and not node.keywords:
-                return arg_taint, "scalar" if arg_taint else "torch"
-            if short == "from_numpy" and arg_taint:
-                self.report(node, f"{shown}()", ANY, "the result is already a tensor; from_numpy raises "
-                              "TypeError", "use the tensor directly", arg_taint)
-                return CLEAN, "torch"
-            return arg_taint, "torch"
-        if library == "json" and short in JSON_FUNCS:
-            return self._json(node, arg_taint)
-        if library in ("copy",):
-            return arg_taint, None
-        if library == "segment_anything" and short in SAM_TORCH_HELPERS:
-            return arg_taint, "torch"
-        if library in LIBRARIES:
-            if library == "numpy":
-                if short in NUMPY_NOT_CALLS:
-                    return CLEAN, None
-                if short in NUMPY_KEEPS_TENSOR:
-                    return arg_taint, "torch" if arg_taint else "numpy"
-                if short in NUMPY_METADATA:
-                    return CLEAN, None
-                if arg_taint and short in NUMPY_SILENT:
-                    why, fix = NUMPY_SILENT[short]
-                    self.report(node, f"{shown}()", SILENT, why, fix, arg_taint)
-                    return CLEAN, "numpy"
-                effect = ANY if short in NUMPY_RAISE_ANY else CUDA
-                if arg_taint:
-                    self.report(node, f"{shown}()", effect,
-                                  "numpy converts its arguments to host arrays"
-                                  + (" (this one calls the tensor's method with numpy's keywords)"
-                                     if effect == ANY else ""),
-                                  "the torch equivalent (torch.where, t.argmax(dim=0, keepdim=True), "
-                                  "t.nonzero(as_tuple=True), t.sum()) or " + TO_NUMPY, arg_taint)
-                if short in NUMPY_SCALARS:
-                    return CLEAN, "npscalar"
-                return CLEAN, "numpy"
-            effect, why = LIBRARIES[library]
-            if arg_taint:
-                self.report(node, f"{shown}()", effect, why, "pass " + TO_NUMPY, arg_taint)
-            return CLEAN, "numpy" if library in NUMPY_PRODUCERS else None
-        if library not in ("torch", "torchvision", "kornia", "segment_anything", "sam2", "sam3", "samgpu_shim",
-                           "logging", "typing", "functools", "itertools", "collections", "copy", "pickle",
-                           "wandb", "tensorboard", "torchmetrics") and self._numpy_helper(node, short, arg_taint):
-            return CLEAN, "numpy"
-        if library in ("flask", "fastapi", "starlette") and short in ("jsonify", "JSONResponse") and arg_taint:
-            self.report(node, f"{shown}()", ANY, "the JSON encoder cannot serialise tensors",
-                          "json_default, or " + TO_NUMPY, arg_taint)
+    def _method(self, node: ast.Call, func: ast.Attribute, recv_t: Taint, recv_k: Kind, args: Args,
+                arg_taint: Taint) -> Value:
+        attr = func.attr
+        cls = self.p.class_by_name(K.class_kind(recv_k)) if K.class_kind(recv_k) else None
+        if cls is not None and attr in MODULE_RETURNS_SELF and self.p.is_module_class(cls):
+            return CLEAN, recv_k  # head = Head().eval()
+        if attr in CONTAINER_ADDERS and not K.is_tensor(recv_k) and recv_k != K.NUMPY:
+            value = args[-1] if args else None
+            if value is not None and (value[1] or isinstance(recv_k, Elements)):
+                element = value[2]
+                if attr == "extend" or attr == "update":
+                    element = K.element(element) if attr == "extend" else None
+                replace: Kind = "?"
+                if attr == "update" and not isinstance(recv_k, Keys):
+                    replace = None
+                elif recv_k is None and not recv_t and attr != "update":
+                    replace = Elements((element,))  # a container nothing was known of: now its elements are
+                self.bind_into(func.value, value[1], element, replace=replace)
+                if attr in CHANNEL_PUT and value[1]:
+                    self._channel_put(func.value, value[1], value[2] if len(args) == 1 else None)
             return CLEAN, None
-        if short[:1].isupper():
-            return CLEAN, "other"
+        if attr in CHANNEL_GET:
+            name = last_name(func.value)
+            if name in self.p.channels and not isinstance(recv_k, (Keys, Elements)):
+                return self.p.channels[name], self.p.channel_kinds.get(name)
+        if attr == "__setitem__" and arg_taint:
+            self.bind_into(func.value, arg_taint)
+        if recv_t:
+            return self.tensor_method(node, attr, recv_t, recv_k)
+        if isinstance(recv_k, (Elements, Keys, Positions)):
+            value = self.container_read(attr, node, recv_t, recv_k)
+            if value is not None:
+                return value  # type: ignore[return-value]
+        if attr in PLOT_METHODS and arg_taint:
+            self._apply(node, call_row(attr), f".{attr}()", arg_taint)
+            return CLEAN, None
+        external = K.prefixed(recv_k, "external")
+        if external and arg_taint:
+            self.unscanned_call(node, f"{external}.{attr}", arg_taint)
+            return CLEAN, None
+        if recv_k not in (K.PREDICTOR, K.TORCH, K.OTHER) and not K.prefixed(recv_k, "patched") and \
+                self.numpy_helper(node, attr, arg_taint):
+            return CLEAN, K.NUMPY
+        if recv_k == K.NUMPY and attr in ("reshape", "copy", "astype", "transpose", "squeeze", "flatten", "ravel",
+                                          "clip", "view", "max", "min", "sum", "resize", "crop", "convert"):
+            return CLEAN, K.NUMPY
         return CLEAN, None
 
-    def _channel_put(self, channel: ast.AST, taint: Taint, kind: object) -> None:
+    def _name_call(self, node: ast.Call, name: str, args: Args, arg_taint: Taint) -> Value:
+        if self.local(name):
+            return CLEAN, None
+        if name in PLAIN_BUILTINS:
+            return CLEAN, None
+        if name in ("enumerate", "zip"):
+            return arg_taint, None
+        if name in ("dict",) and not args:
+            return CLEAN, Keys(())
+        if name in ("list", "set", "tuple", "sorted", "reversed", "iter", "frozenset", "filter"):
+            if not args:
+                return CLEAN, Elements((K.EMPTY,))
+            return arg_taint, Elements((K.element(args[-1][2]),))
+        if name in PASS_THROUGH_BUILTINS:
+            if name == "next" and args:
+                return arg_taint, K.element(args[0][2])
+            return arg_taint, K.SCALAR if name in ("max", "min", "sum") and arg_taint else None
+        if self.numpy_helper(node, name, arg_taint):
+            return CLEAN, K.NUMPY
+        if name.endswith("Predictor"):
+            return CLEAN, K.PREDICTOR
+        if name[:1].isupper():
+            return CLEAN, K.OTHER
+        return CLEAN, None
+
+    def _channel_put(self, channel: ast.AST, taint: Taint, kind: Kind) -> None:
         name = last_name(channel)
         if not name:
             return
-        known = self.p.channel_kinds.get(name, kind)
-        if isinstance(kind, Positions) and isinstance(known, Positions) and len(kind) == len(known):
-            merged: object = Positions(a | b for a, b in zip(kind, known))
-        else:
-            merged = None
+        known = self.p.channel_kinds.get(name, K.EMPTY)
+        merged = K.join(known, kind)
         if taint - self.p.channels.get(name, CLEAN) or merged != self.p.channel_kinds.get(name):
             self.p.channels[name] = self.p.channels.get(name, CLEAN) | taint
             self.p.channel_kinds[name] = merged
             self.p.changed = True
-
-    def _numpy_helper(self, node: ast.Call, name: str, arg_taint: Taint) -> bool:
-        """A helper the scan cannot read, named for numpy images or arrays, given a result."""
-        if not arg_taint or not name:
-            return False
-        found = words(name)
-        if not found & NUMPY_HELPER_WORDS or found & TORCH_HELPER_WORDS:
-            return False
-        self.report(node, f"{dotted_name(node.func) or name}()", CUDA,
-                    "a helper outside the scanned files, named for numpy images or arrays, is given a tensor "
-                    "(scan its source too for a precise answer)", "pass " + TO_NUMPY, arg_taint)
-        return True
-
-    def _json(self, node: ast.Call, arg_taint: Taint) -> Tuple[Taint, Optional[str]]:
-        if arg_taint and not any(kw.arg in ("default", "cls") for kw in node.keywords):
-            self.report(node, f"{dotted_name(node.func)}()", ANY,
-                          "json cannot serialise tensors (TypeError: Object of type Tensor is not JSON serializable)",
-                          "json.dumps(packet, default=samgpu_shim.json_default)", arg_taint)
-        return CLEAN, None
-
-    def _tensor_method(self, node: ast.Call, attr: str, recv_t: Taint, recv_k: Optional[str]
-                       ) -> Tuple[Taint, Optional[str]]:
-        if attr in NUMPY_ONLY_METHODS:
-            effect, why, fix = NUMPY_ONLY_METHODS[attr]
-            self.report(node, f".{attr}()", effect, why, fix, recv_t)
-            # A line that raises is where the value leaves for numpy (its
-            # fix converts there): what follows is numpy code, not reported.
-            return CLEAN, "numpy"
-        if attr == "nonzero" and not any(kw.arg == "as_tuple" for kw in node.keywords):
-            self.report(node, ".nonzero()", SILENT,
-                          "torch .nonzero() returns one (N, ndim) tensor, not a tuple of index arrays: "
-                          "'y, x = m.nonzero()' unpacks rows", "m.nonzero(as_tuple=True)", recv_t)
-            return recv_t, "torch"
-        if attr == "transpose" and len(node.args) > 2:
-            self.report(node, ".transpose()", ANY,
-                          "torch .transpose swaps two dimensions; numpy's axes order raises TypeError",
-                          "x.permute(1, 2, 0)", recv_t)
-            return CLEAN, None
-        if attr in ("max", "min") and (node.args or any(kw.arg in ("axis", "dim") for kw in node.keywords)):
-            self.report(node, f".{attr}(axis=)", SILENT,
-                        f"torch .{attr} along an axis returns a (values, indices) pair, not an array",
-                        "x.amax(dim=...) / x.amin(dim=...)", recv_t)
-            return recv_t, "torch"
-        if attr == "round" and node.args:
-            self.report(node, ".round(n)", ANY, "torch .round takes the decimals as a keyword (TypeError)",
-                        "x.round(decimals=n)", recv_t)
-            return CLEAN, "numpy"
-        if attr == "repeat" and any(kw.arg == "axis" for kw in node.keywords):
-            self.report(node, ".repeat(axis=)", ANY,
-                          "torch .repeat tiles and takes no axis= (TypeError)",
-                          "x.repeat_interleave(n, dim=...)", recv_t)
-            return CLEAN, None
-        if attr in ("to",) and node.args:
-            first = node.args[0]
-            if isinstance(first, ast.Constant) and first.value == "cpu":
-                return CLEAN, "torch"
-        if attr in LEAVES_DEVICE:
-            return CLEAN, None
-        if attr in CONTAINER_ADDERS:
-            return CLEAN, None
-        if attr in ("get", "pop", "values", "items", "keys", "copy"):
-            return recv_t, None
-        return recv_t, "scalar" if attr in SCALAR_METHODS and not node.args and not node.keywords else "torch"
 

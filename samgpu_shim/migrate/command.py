@@ -7,7 +7,7 @@ import sys
 from dataclasses import asdict
 from typing import Sequence
 
-from .project import scan, sorted_findings
+from .analysis import scan, sorted_findings
 
 
 def main(paths: Sequence[str], as_json: bool = False, fix: bool = False, diff: bool = False) -> int:

@@ -1,18 +1,30 @@
-"""Expressions: the taint and kind of each, and the sinks among them."""
+"""Expressions: the taint and kind of each, and the sinks among them
+(indexing, attributes, operators)."""
 
 from __future__ import annotations
 
 import ast
 from typing import Optional, Tuple
 
-from .names import CLEAN, Positions, Taint, dotted_name, tensor_guard, words
-from .operations import ANY, CUDA, METADATA, SILENT, TO_NUMPY
+from . import kinds as K
+from .kinds import CLEAN, Elements, Keys, Kind, Positions
+from .names import Taint, tensor_guard, words
+from .operations import METADATA, effect, operator_row, row
 from .scope import BaseScope
+
+Value = Tuple[Taint, Kind]
+
+
+def _constant_key(node: ast.AST) -> Optional[str]:
+    if isinstance(node, ast.Constant) and isinstance(node.value, (str, int)) and not isinstance(node.value, bool):
+        return repr(node.value)
+    return None
 
 
 class Expressions(BaseScope):
-    # -- expressions -------------------------------------------------------
-    def eval(self, node: Optional[ast.AST], report: bool = True) -> Tuple[Taint, Optional[str]]:
+    """The value of each expression; the sinks that are not calls."""
+
+    def eval(self, node: Optional[ast.AST], report: bool = True) -> Value:
         """The taint and kind of an expression; with ``report``, its sinks are reported."""
         if node is None:
             return CLEAN, None
@@ -24,12 +36,15 @@ class Expressions(BaseScope):
         finally:
             self.silent = False
 
-    def _eval(self, node: ast.AST) -> Tuple[Taint, Optional[str]]:
+    def _call(self, node: ast.Call) -> Value:  # calls.py
+        raise NotImplementedError
+
+    def _eval(self, node: ast.AST) -> Value:
         if isinstance(node, ast.Name):
             taint, kind = self.lookup(node.id), self.kind_of(node.id)
             if kind is None and not taint and "predictor" in words(node.id):
                 # ``self.p = predictor``: the attribute is a predictor too
-                kind = "predictor"
+                kind = K.PREDICTOR
             return taint, kind
         if isinstance(node, ast.Constant):
             return CLEAN, None
@@ -40,31 +55,22 @@ class Expressions(BaseScope):
         if isinstance(node, ast.Subscript):
             return self._subscript(node)
         if isinstance(node, ast.BinOp):
-            lt, lk = self._eval(node.left)
-            rt, rk = self._eval(node.right)
-            if self._mixing(node, lt, lk, rt, rk):
-                return CLEAN, "numpy"
-            if lt or rt:
-                return lt | rt, "torch"
-            if lk == "numpy" or rk == "numpy":
-                return CLEAN, "numpy"
-            return CLEAN, None
+            return self._binop(node)
         if isinstance(node, ast.UnaryOp):
             t, k = self._eval(node.operand)
-            return t, k if k in ("numpy", "torch", "scalar") else None
+            if isinstance(node.op, ast.USub) and k == K.MASK and t:
+                self.report(node, "1 - mask", effect(row("1 - mask")), row("1 - mask").why, row("1 - mask").fix, t)
+                return CLEAN, None
+            if isinstance(node.op, ast.Not):
+                return CLEAN, None
+            return t, k if k in (K.NUMPY, K.TORCH, K.MASK, K.SCALAR, K.NPSCALAR) else None
         if isinstance(node, ast.BoolOp):
             taint = CLEAN
             for v in node.values:
                 taint |= self._eval(v)[0]
             return taint, None
         if isinstance(node, ast.Compare):
-            taint, kind = self._eval(node.left)
-            self._dtype_compare(node)
-            for c in node.comparators:
-                taint |= self._eval(c)[0]
-            if any(isinstance(op, (ast.In, ast.NotIn, ast.Is, ast.IsNot)) for op in node.ops):
-                return CLEAN, None
-            return taint, kind if taint else None
+            return self._compare(node)
         if isinstance(node, ast.IfExp):
             self._eval(node.test)
             bt, bk = self._eval(node.body)
@@ -76,20 +82,19 @@ class Expressions(BaseScope):
                 other = node.orelse if tensor_arm_is_body else node.body
                 if isinstance(other, ast.Name) and other.id == name:
                     return (bt, bk) if tensor_arm_is_body else (ot, ok)
-            return bt | ot, bk if bk == ok else None
+            return bt | ot, K.join(bk, ok)
+        if isinstance(node, ast.Tuple) and not any(isinstance(e, ast.Starred) for e in node.elts):
+            parts = [self._eval(elt) for elt in node.elts]
+            return frozenset().union(*(t for t, _ in parts)), Positions.of(parts)
         if isinstance(node, (ast.Tuple, ast.List, ast.Set)):
-            taints = [self._eval(elt)[0] for elt in node.elts]
-            taint = frozenset().union(*taints)
-            if isinstance(node, ast.Tuple) and not any(isinstance(e, ast.Starred) for e in node.elts):
-                return taint, Positions(taints)
-            return taint, None
+            taint, kind = CLEAN, K.EMPTY
+            for elt in node.elts:
+                t, k = self._eval(elt)
+                taint |= t
+                kind = K.join(kind, K.element(k) if isinstance(elt, ast.Starred) else k)
+            return taint, Elements((kind,))
         if isinstance(node, ast.Dict):
-            taint = CLEAN
-            for k, v in zip(node.keys, node.values):
-                if k is not None:
-                    self._eval(k)
-                taint |= self._eval(v)[0]
-            return taint, None
+            return self._dict(node)
         if isinstance(node, (ast.ListComp, ast.SetComp, ast.GeneratorExp, ast.DictComp)):
             return self._comprehension(node)
         if isinstance(node, ast.Starred):
@@ -107,8 +112,6 @@ class Expressions(BaseScope):
         if isinstance(node, ast.FormattedValue):
             self._eval(node.value)
             return CLEAN, None
-        if isinstance(node, ast.Lambda):
-            return CLEAN, None
         if isinstance(node, ast.Slice):
             for part in (node.lower, node.upper, node.step):
                 if part is not None:
@@ -116,118 +119,190 @@ class Expressions(BaseScope):
             return CLEAN, None
         return CLEAN, None
 
-    def _comprehension(self, node: ast.AST) -> Tuple[Taint, Optional[str]]:
+    def _dict(self, node: ast.Dict) -> Value:
+        taint = CLEAN
+        entries = []
+        keyed = True
+        for k, v in zip(node.keys, node.values):
+            if k is not None:
+                self._eval(k)
+            vt, vk = self._eval(v)
+            taint |= vt
+            key = _constant_key(k) if k is not None else None
+            if key is None:
+                keyed = False
+            else:
+                entries.append((key, vt, vk))
+        return taint, Keys.of(entries) if keyed else None
+
+    def _comprehension(self, node: ast.AST) -> Value:
         saved = self.snapshot()
         for gen in node.generators:  # type: ignore[attr-defined]
-            it, _ = self._eval(gen.iter)
-            self._bind_iteration(gen.target, gen.iter, it)
+            it, ik = self._eval(gen.iter)
+            self.bind_iteration(gen.target, gen.iter, it, ik)
             for cond in gen.ifs:
                 self._eval(cond)
         if isinstance(node, ast.DictComp):
             self._eval(node.key)
-            taint = self._eval(node.value)[0]
+            taint, kind = self._eval(node.value)
+            kind = None
         else:
-            taint = self._eval(node.elt)[0]  # type: ignore[attr-defined]
+            taint, kind = self._eval(node.elt)  # type: ignore[attr-defined]
+            kind = Elements((kind,))
         self.restore(saved)
-        return taint, None
+        return taint, kind
 
-    def _attribute(self, node: ast.Attribute) -> Tuple[Taint, Optional[str]]:
+    def bind_iteration(self, target: ast.AST, iterable: ast.AST, taint: Taint, kind: Kind) -> None:  # statements.py
+        raise NotImplementedError
+
+    def _attribute(self, node: ast.Attribute) -> Value:
         base = node.value
-        cls = self._self_class(base)
+        cls = self.self_class(base)
         if cls is not None:
-            key = f"self.{node.attr}"
-            if key in self.env:
-                return self.env[key], self.kinds.get(key) or cls.attr_kinds.get(node.attr)
-            return cls.attrs.get(node.attr, CLEAN), cls.attr_kinds.get(node.attr)
-        dotted = dotted_name(node)
-        if dotted and dotted in self.env:
-            return self.env[dotted], self.kinds.get(dotted)
-        if dotted and "." in dotted and self.func is not None and dotted in self.m.globals:
-            return self.m.globals[dotted], self.m.global_kinds.get(dotted)
+            is_self = isinstance(base, ast.Name) and self.kind_of(base.id) == K.SELF
+            if not is_self and node.attr not in cls.attrs and node.attr not in cls.attr_kinds:
+                # a field no method writes (a dataclass's): what the object was built with
+                return self._eval(base)[0], None
+            return self.self_attr(cls, node.attr, is_self)
+        name = ".".join(reversed(_parts(node))) if _parts(node) else None
+        if name and name in self.env:
+            return self.env[name], self.kinds.get(name)
+        if name and "." in name and self.func is not None and name in self.m.globals:
+            kind = self.m.global_kinds.get(name)
+            return self.m.globals[name], None if kind == K.MIXED else kind
         t, k = self._eval(base)
         if not t:
-            if k == "numpy" and node.attr in ("T", "flat", "real", "imag"):
-                return CLEAN, "numpy"
+            if k == K.NUMPY and node.attr in ("T", "flat", "real", "imag"):
+                return CLEAN, K.NUMPY
+            if K.prefixed(k, "patched") or k == K.PREDICTOR:
+                # model.inst_interactive_predictor, predictor.model: named by their words
+                return CLEAN, K.PREDICTOR if "predictor" in words(node.attr) else None
             return CLEAN, None
         if node.attr in METADATA:
             return CLEAN, None
-        if node.attr == "size":
-            self.report(node, ".size", SILENT,
-                          "a tensor's .size is a method: comparing or dividing by it is wrong or raises",
-                          "x.numel() (or x.size() for the shape)", t)
+        if node.attr in ("size", "flat") and (K.is_tensor(k) or k is None or isinstance(k, Positions)):
+            op = row(".size" if node.attr == "size" else ".flat")
+            self.report(node, op.name, effect(op), op.why, op.fix, t)
             return CLEAN, None
-        if node.attr == "flat":
-            self.report(node, ".flat", ANY, "tensors have no .flat (AttributeError)",
-                          "x.flatten()", t)
-            return CLEAN, None
-        return t, "torch" if node.attr in ("T", "mT", "data", "real") else None
+        if node.attr in ("T", "mT", "data", "real"):
+            return t, k if K.is_tensor(k) else K.TORCH
+        return t, None
 
-    def _subscript(self, node: ast.Subscript) -> Tuple[Taint, Optional[str]]:
-        base = node.value
-        key = node.slice
+    def _subscript(self, node: ast.Subscript) -> Value:
+        base, key = node.value, node.slice
         bt, bk = self._eval(base)
         kt, kk = self._eval(key)
         self._index_check(node, bt, bk, kt, kk)
-        if isinstance(bk, Positions) and isinstance(key, ast.Constant) and isinstance(key.value, int) and (
-            -len(bk) <= key.value < len(bk)
-        ):
-            return bk[key.value], None
-        if isinstance(base, ast.Name) and base.id in self.keyed and isinstance(key, ast.Constant):
-            return self.env.get(f"{base.id}[{key.value!r}]", CLEAN), None
-        if isinstance(base, ast.Name) and isinstance(key, ast.Constant) and f"{base.id}[{key.value!r}]" in self.env:
-            return self.env[f"{base.id}[{key.value!r}]"], None
+        constant = _constant_key(key)
+        if isinstance(bk, Positions):
+            if isinstance(key, ast.Constant) and isinstance(key.value, int) and -len(bk) <= key.value < len(bk):
+                return bk[key.value]
+            if isinstance(key, ast.Slice) and key.step is None and all(
+                p is None or isinstance(p, ast.Constant) and isinstance(p.value, int) for p in (key.lower, key.upper)
+            ):
+                lo = key.lower.value if key.lower is not None else None  # type: ignore[union-attr]
+                hi = key.upper.value if key.upper is not None else None  # type: ignore[union-attr]
+                part = bk[lo:hi]
+                return frozenset().union(*(t for t, _ in part)) if part else CLEAN, Positions(part)
+            return bt, K.element(bk)
+        if isinstance(bk, Keys):
+            if constant is not None:
+                found = bk.get(constant)
+                return found if found is not None else (CLEAN, None)
+            return bk.any()
+        if isinstance(bk, Elements):
+            return bt, bk if isinstance(key, ast.Slice) else bk.kind
         if bt:
-            return bt, "torch" if bk in ("torch", "scalar") else None
-        return CLEAN, "numpy" if bk == "numpy" else None
+            if bk == K.MASK and not kt:
+                return bt, K.MASK
+            return bt, bk if K.is_tensor(bk) else None
+        return CLEAN, K.NUMPY if bk == K.NUMPY else None
 
-    def _index_check(self, node: ast.AST, bt: Taint, bk: Optional[str], kt: Taint, kk: Optional[str]) -> None:
-        """``array[tensor]``: numpy converts the index, which CUDA refuses."""
-        # A 0-d index (argmax, item) is read through __index__, which CUDA
-        # allows (a sync): lists, dicts and arrays all take it. A mask or an
-        # index tensor is converted with numpy.
-        if not kt or bt or bk in ("torch", "self", "predictor", "other") or kk == "scalar":
+    def _index_check(self, node: ast.AST, bt: Taint, bk: Kind, kt: Taint, kk: Kind) -> None:
+        """``array[mask]``: numpy converts the index, which CUDA refuses. A 0-d
+        index (argmax, item) is read through __index__, which CUDA allows (a
+        sync): lists, dicts and arrays all take it."""
+        if not kt or bt or kk == K.SCALAR or not (bk is None or bk == K.NUMPY):
             return
-        self.report(node, "ndarray[tensor]", CUDA,
-                      "indexing a numpy array with a tensor converts the tensor with numpy",
-                      "index with samgpu_shim.to_numpy(mask), or make the array a tensor on the same device", kt)
+        op = row("ndarray[mask]")
+        self.report(node, op.name, effect(op), op.why, op.fix, kt)
 
-    def _mixing(self, node: ast.BinOp, lt: Taint, lk: Optional[str], rt: Taint, rk: Optional[str]) -> bool:
-        if lt and rk == "numpy" and not rt:
-            self.report(node, "tensor with ndarray", CUDA,
-                          "arithmetic between a tensor and a numpy array moves the array to the CPU; "
-                          "a CUDA tensor then meets a CPU one",
-                          "torch.as_tensor(array, device=tensor.device), or " + TO_NUMPY, lt)
-        elif rt and lk == "numpy" and not lt:
-            self.report(node, "ndarray with tensor", ANY,
-                          "numpy's operator does not accept a tensor on its right",
-                          "torch.as_tensor(array, device=tensor.device), or " + TO_NUMPY, rt)
-        else:
-            return False
-        return True
+    def _binop(self, node: ast.BinOp) -> Value:
+        lt, lk = self._eval(node.left)
+        rt, rk = self._eval(node.right)
+        return self.arithmetic(node, node.op, lt, lk, rt, rk, node.left, node.right)
+
+    def arithmetic(self, node: ast.AST, op: ast.AST, lt: Taint, lk: Kind, rt: Taint, rk: Kind,
+                   left: Optional[ast.AST] = None, right: Optional[ast.AST] = None, in_place: bool = False) -> Value:
+        """``left op right`` where either side may be a result (a row of the table
+        when they meet an ndarray, a numpy scalar, or a boolean mask under ``-``)."""
+        if isinstance(op, ast.Sub) and ((lk == K.MASK and lt) or (rk == K.MASK and rt)):
+            found = row("1 - mask")
+            self.report(node, found.name, effect(found), found.why, found.fix, lt | rt)
+            return CLEAN, None
+        if lt and not rt and rk == K.NUMPY:
+            found = operator_row(op, reflected=False)
+            if found is not None:
+                self.report(node, found.name, effect(found), found.why, found.fix, lt)
+                return CLEAN, K.NUMPY
+        if rt and not lt and lk == K.NUMPY:
+            found = operator_row(op, reflected=True, in_place=in_place)
+            if found is not None:
+                self.report(node, found.name, effect(found), found.why, found.fix, rt)
+                return CLEAN, K.NUMPY
+        if rt and not lt and lk == K.NPSCALAR:
+            found = row("np.float64 / tensor")
+            self.report(node, found.name, effect(found), found.why, found.fix, rt)
+            return rt, K.TORCH
+        if lt or rt:
+            if isinstance(op, (ast.BitAnd, ast.BitOr, ast.BitXor)) and K.MASK in (lk, rk) and (
+                lk in (K.MASK, None) and rk in (K.MASK, None)
+            ):
+                return lt | rt, K.MASK
+            return lt | rt, K.TORCH
+        if lk == K.NUMPY or rk == K.NUMPY:
+            return CLEAN, K.NUMPY
+        return CLEAN, None
+
+    def _compare(self, node: ast.Compare) -> Value:
+        taint, kind = self._eval(node.left)
+        self._dtype_compare(node)
+        left_t, left_k = taint, kind
+        for op, c in zip(node.ops, node.comparators):
+            ct, ck = self._eval(c)
+            if isinstance(op, (ast.In, ast.NotIn, ast.Is, ast.IsNot)):
+                left_t, left_k = ct, ck
+                continue
+            if (left_t and not ct and ck == K.NUMPY) or (ct and not left_t and left_k == K.NUMPY):
+                self.arithmetic(node, op, left_t, left_k, ct, ck)
+            taint |= ct
+            left_t, left_k = ct, ck
+        if any(isinstance(op, (ast.In, ast.NotIn, ast.Is, ast.IsNot)) for op in node.ops):
+            return CLEAN, None
+        return taint, K.MASK if taint else None
 
     def _dtype_compare(self, node: ast.Compare) -> None:
         left = node.left
-        if isinstance(left, ast.Attribute) and left.attr == "dtype":
-            t = self._eval(left.value)[0]
-            if not t:
-                return
-            for c in node.comparators:
-                lib = self._library(c)[0]
-                if lib == "numpy" or (isinstance(c, ast.Name) and c.id in ("bool", "float", "int")) or (
-                    isinstance(c, ast.Constant) and isinstance(c.value, str)
-                ):
-                    self.report(node, ".dtype comparison", SILENT,
-                                  "a torch dtype never equals a numpy or Python type: the test is always False",
-                                  "compare with torch.bool / torch.float32", t)
+        if not (isinstance(left, ast.Attribute) and left.attr == "dtype"):
+            return
+        t = self._eval(left.value)[0]
+        if not t:
+            return
+        for c in node.comparators:
+            qualified = self.qualify(c) or ""
+            if qualified.startswith("numpy.") or (isinstance(c, ast.Name) and c.id in ("bool", "float", "int")) or (
+                isinstance(c, ast.Constant) and isinstance(c.value, str)
+            ):
+                op = row(".dtype comparison")
+                self.report(node, op.name, effect(op), op.why, op.fix, t)
 
-    def _library(self, func: ast.AST) -> Tuple[Optional[str], str]:
-        dotted = dotted_name(func)
-        if dotted is None:
-            return None, ""
-        head = dotted.split(".")[0]
-        target = self.m.aliases.get(head)
-        if target is None or head in self.env or (self.func is not None and head in self.kinds):
-            return None, dotted
-        full = target + dotted[len(head):]
-        return target.split(".")[0], full
 
+def _parts(node: ast.AST) -> list:
+    parts = []
+    while isinstance(node, ast.Attribute):
+        parts.append(node.attr)
+        node = node.value
+    if isinstance(node, ast.Name):
+        parts.append(node.id)
+        return parts
+    return []

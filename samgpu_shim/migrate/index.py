@@ -1,16 +1,28 @@
-"""The project index: the files scanned, their imports, functions and classes."""
+"""The project index: the files scanned, their imports, functions and classes.
+
+Names are resolved the way Python imports them: ``import numpy as np`` makes
+``np.where`` ``numpy.where``; ``from .metrics import iou`` in package ``app``
+makes ``iou`` ``app.metrics.iou``. This is done on ``ast`` by hand, not with
+libcst's ``QualifiedNameProvider``: it is all the analysis needs from
+qualified names, and libcst with that metadata parses about 75 times slower
+than ``ast`` (docs/architecture.rst).
+"""
 
 from __future__ import annotations
 
 import ast
 import os
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Set, Tuple
 
 from .names import Taint, dotted_name
 from .notebooks import code_cells
 
+_ANNOTATION_WRAPPERS = frozenset({"Optional", "Union", "Annotated", "Final", "ClassVar"})
+
 
 class FuncInfo:
+    """A function or method of the scanned code."""
+
     def __init__(self, node: ast.AST, module: ModuleInfo, cls: Optional[ClassInfo]) -> None:
         self.node = node
         self.module = module
@@ -20,51 +32,148 @@ class FuncInfo:
         self.vararg = args.vararg.arg if args.vararg else None
         self.kwonly = [a.arg for a in args.kwonlyargs]
         self.kwarg = args.kwarg.arg if args.kwarg else None
-        self.is_method = cls is not None and not any(
-            dotted_name(d) == "staticmethod" for d in node.decorator_list  # type: ignore[attr-defined]
-        )
+        self.annotations: Dict[str, ast.AST] = {
+            a.arg: a.annotation for a in args.posonlyargs + args.args + args.kwonlyargs if a.annotation is not None
+        }
+        self.returns: Optional[ast.AST] = node.returns  # type: ignore[attr-defined]
+        decorators = {dotted_name(d) for d in node.decorator_list}  # type: ignore[attr-defined]
+        self.is_method = cls is not None and "staticmethod" not in decorators
+        self._array_params: Optional[Set[str]] = None
 
     @property
     def name(self) -> str:
         return self.node.name  # type: ignore[attr-defined]
 
+    def array_params(self) -> Set[str]:
+        """Parameters the body uses as host arrays: ``p.copy()``, ``p.astype(...)``,
+        ``cv2.f(p)``; and, in a module that never imports torch, ``p.shape`` or
+        ``p[..., 0]`` too (numpy code has no other arrays)."""
+        if self._array_params is None:
+            params = set(self.params) | set(self.kwonly)
+            found: Set[str] = set()
+            loose = not self.module.imports_torch
+            for node in ast.walk(self.node):
+                if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in params:
+                    if node.attr in ("copy", "astype", "tobytes", "fill", "itemset") or (
+                        loose and node.attr in ("shape", "ndim", "dtype")
+                    ):
+                        found.add(node.value.id)
+                elif loose and isinstance(node, ast.Subscript) and isinstance(node.value, ast.Name) and (
+                    node.value.id in params and isinstance(node.slice, (ast.Tuple, ast.Slice))
+                ):
+                    found.add(node.value.id)
+                elif isinstance(node, ast.Call) and node.args and isinstance(node.args[0], ast.Name) and (
+                    node.args[0].id in params
+                ):
+                    head = (dotted_name(node.func) or "").split(".")[0]
+                    if self.module.aliases.get(head, "").split(".")[0] == "cv2":
+                        found.add(node.args[0].id)
+            self._array_params = found
+        return self._array_params
+
 
 class ClassInfo:
+    """A class of the scanned code, and what its methods store on ``self``."""
+
     def __init__(self, node: ast.ClassDef, module: ModuleInfo) -> None:
         self.node = node
         self.module = module
         self.name = node.name
+        self.base_nodes = list(node.bases)
         self.bases = [(dotted_name(b) or "").split(".")[-1] for b in node.bases]
         self.methods: Dict[str, FuncInfo] = {}
         # attribute -> taint, and attribute -> kind, over every method
         self.attrs: Dict[str, Taint] = {}
-        self.attr_kinds: Dict[str, str] = {}
+        self.attr_kinds: Dict[str, object] = {}
+        self._self_calls: Optional[Tuple[Set[str], Set[str]]] = None
+
+    def _scan_self(self) -> Tuple[Set[str], Set[str]]:
+        called: Set[str] = set()
+        referenced: Set[str] = set()
+        for method in self.methods.values():
+            if not method.is_method or not method.params:
+                continue
+            me = method.params[0]
+            calls = set()
+            for node in ast.walk(method.node):
+                if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+                    calls.add(id(node.func))
+            for node in ast.walk(method.node):
+                if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == me:
+                    (called if id(node) in calls else referenced).add(node.attr)
+        return called, referenced
+
+    def internal(self, name: str) -> bool:
+        """Whether the method ``name`` is only ever called by the class's own
+        methods (``self.name(...)``), never handed out (``button.on(self.name)``)."""
+        if self._self_calls is None:
+            self._self_calls = self._scan_self()
+        called, referenced = self._self_calls
+        return name in called and name not in referenced
 
 
 class ModuleInfo:
-    def __init__(self, path: str, tree: ast.Module, cells: Optional[List[Tuple[int, int]]] = None) -> None:
+    """One scanned file (a notebook's code cells are one module)."""
+
+    def __init__(self, path: str, tree: ast.Module, cells: Optional[List[Tuple[int, int]]] = None,
+                 name: Optional[str] = None) -> None:
         self.path = path
         self.tree = tree
         self.cells = cells  # notebooks: scanned line -> (cell, line in cell)
         self.stem = os.path.splitext(os.path.basename(path))[0]
-        self.aliases: Dict[str, str] = {}  # local name -> dotted module or module.attr it refers to
+        # the dotted name Python would import it by, as far as the scan root tells
+        self.name = name or self.stem
+        self.is_package = os.path.basename(path) == "__init__.py"
         self.functions: Dict[str, FuncInfo] = {}
         self.classes: Dict[str, ClassInfo] = {}
         self.globals: Dict[str, Taint] = {}
-        self.global_kinds: Dict[str, str] = {}
-        for node in ast.walk(tree):
-            if isinstance(node, ast.Import):
-                for alias in node.names:
-                    if alias.asname:
-                        self.aliases[alias.asname] = alias.name
-                    else:
-                        top = alias.name.split(".")[0]
-                        self.aliases[top] = top
-            elif isinstance(node, ast.ImportFrom) and node.module:
-                for alias in node.names:
-                    self.aliases[alias.asname or alias.name] = f"{node.module}.{alias.name}"
+        self.global_kinds: Dict[str, object] = {}
+        self._aliases: Optional[Dict[str, str]] = None
         for node in tree.body:
             self._collect(node)
+
+    @property
+    def aliases(self) -> Dict[str, str]:
+        """Local name -> the dotted module, or module.attribute, it was imported as."""
+        if self._aliases is None:
+            self._aliases = {}
+            package = self.name if self.is_package else self.name.rpartition(".")[0]
+            for node in ast.walk(self.tree):
+                if isinstance(node, ast.Import):
+                    for alias in node.names:
+                        if alias.asname:
+                            self._aliases[alias.asname] = alias.name
+                        else:
+                            top = alias.name.split(".")[0]
+                            self._aliases[top] = top
+                elif isinstance(node, ast.ImportFrom):
+                    base = node.module or ""
+                    if node.level:
+                        parts = package.split(".") if package else []
+                        parts = parts[: max(len(parts) - (node.level - 1), 0)]
+                        base = ".".join(p for p in parts + [node.module or ""] if p)
+                    for alias in node.names:
+                        if alias.name != "*" and base:
+                            self._aliases[alias.asname or alias.name] = f"{base}.{alias.name}"
+        return self._aliases
+
+    @property
+    def imports_torch(self) -> bool:
+        return any(target.split(".")[0] == "torch" for target in self.aliases.values())
+
+    def qualify(self, dotted: Optional[str]) -> Optional[str]:
+        """The qualified name of a dotted expression, through this module's imports
+        and definitions (``np.where`` -> ``numpy.where``); None for local variables."""
+        if not dotted:
+            return None
+        head, _, rest = dotted.partition(".")
+        target = self.aliases.get(head)
+        if target is None:
+            if head in self.classes or head in self.functions:
+                target = f"{self.name}.{head}"
+            else:
+                return None
+        return f"{target}.{rest}" if rest else target
 
     def _collect(self, node: ast.stmt) -> None:
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
@@ -87,8 +196,48 @@ class ModuleInfo:
         cell, number = self.cells[line - 1]
         return cell, number
 
+    def reset(self) -> None:
+        self.globals = {}
+        self.global_kinds = {}
+        for cls in self.classes.values():
+            cls.attrs, cls.attr_kinds = {}, {}
 
-def load(path: str) -> ModuleInfo:
+
+def annotation_names(node: Optional[ast.AST]) -> List[str]:
+    """The dotted names an annotation may mean: ``Optional["SamPredictor"]`` ->
+    ``["SamPredictor"]``, ``np.ndarray | None`` -> ``["np.ndarray", "None"]``."""
+    if node is None:
+        return []
+    if isinstance(node, ast.Constant) and isinstance(node.value, str):
+        try:
+            return annotation_names(ast.parse(node.value, mode="eval").body)
+        except SyntaxError:
+            return []
+    if isinstance(node, ast.BinOp) and isinstance(node.op, ast.BitOr):
+        return annotation_names(node.left) + annotation_names(node.right)
+    if isinstance(node, ast.Subscript):
+        outer = (dotted_name(node.value) or "").split(".")[-1]
+        if outer in _ANNOTATION_WRAPPERS:
+            inner = node.slice.elts if isinstance(node.slice, ast.Tuple) else [node.slice]
+            return [n for elt in inner[: 1 if outer == "Annotated" else None] for n in annotation_names(elt)]
+        return annotation_names(node.value)  # NDArray[np.uint8] is an NDArray
+    name = dotted_name(node)
+    if name is None and isinstance(node, ast.Constant) and node.value is None:
+        name = "None"
+    return [name] if name else []
+
+
+def module_name(path: str, root: str) -> str:
+    """The dotted name of ``path`` under the scan root ``root``."""
+    rel = os.path.relpath(path, root) if os.path.isdir(root) else os.path.basename(path)
+    parts = list(os.path.splitext(rel)[0].split(os.sep))
+    if parts and parts[-1] == "__init__":
+        parts = parts[:-1] or [os.path.basename(os.path.dirname(os.path.abspath(path)))]
+    return ".".join(p for p in parts if p and p != ".")
+
+
+def load(path: str, name: Optional[str] = None) -> ModuleInfo:
+    """Parse one ``.py`` file or notebook."""
     if path.endswith(".ipynb"):
         # Cells share one namespace: they are scanned as one program, and each
         # finding is mapped back to its cell and line. A cell that does not
@@ -104,13 +253,15 @@ def load(path: str) -> ModuleInfo:
             for number, line in enumerate(cell_lines, start=1):
                 lines.append(line)
                 where.append((cell, number))
-        return ModuleInfo(path, ast.parse("\n".join(lines), filename=path), where)
+        return ModuleInfo(path, ast.parse("\n".join(lines), filename=path), where, name)
     with open(path, encoding="utf-8") as f:
         source = f.read()
-    return ModuleInfo(path, ast.parse(source, filename=path))
+    return ModuleInfo(path, ast.parse(source, filename=path), None, name)
 
 
 def files_under(path: str) -> List[str]:
+    """The ``.py`` files and notebooks under ``path`` (hidden folders, caches and
+    installed packages left out), or ``path`` itself."""
     if os.path.isdir(path):
         out = []
         for root, dirs, files in os.walk(path):
@@ -121,3 +272,4 @@ def files_under(path: str) -> List[str]:
     if not os.path.exists(path):
         raise FileNotFoundError(f"no such file or folder: {path}")
     return [path]
+

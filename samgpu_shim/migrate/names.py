@@ -27,17 +27,6 @@ def dotted_name(node: ast.AST) -> Optional[str]:
     return None
 
 
-class Positions(tuple):
-    """The kind of a fixed-length tuple: the taint of each position."""
-
-
-def class_kind(kind: object) -> str:
-    """``X`` for the kind ``class:X`` (an instance of the scanned class X), else ''."""
-    if isinstance(kind, str) and kind.startswith("class:"):
-        return kind[6:]
-    return ""
-
-
 def last_name(node: ast.AST) -> str:
     if isinstance(node, ast.Name):
         return node.id

@@ -1,45 +1,79 @@
-"""The whole-project analysis: summaries of functions, rounds to a fixed point."""
+"""The whole project under analysis: lookups across files, summaries of
+functions per calling context, and what the analysis found."""
 
 from __future__ import annotations
 
 import ast
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Set, Tuple
+from typing import Any, Dict, List, Optional, Set, Tuple
 
-from .index import ClassInfo, FuncInfo, ModuleInfo, files_under, load
-from .names import CLEAN, Taint
-from .operations import CONTAINER_ADDERS
+from . import kinds as K
+from .entry_points import REGISTRY, SAM_PACKAGES
+from .index import ClassInfo, FuncInfo, ModuleInfo, annotation_names
+from .kinds import CLEAN, Kind
+from .names import Taint, dotted_name
+from .operations import CONTAINER_ADDERS, known_library
 from .report import Finding, SourceCall
 from .statements import Scope
 
-# Whole-project passes at most: each pass can carry taint one more step
-# through class attributes, module globals and channels.
-MAX_ROUNDS = 6
+# A function analysed in more calling contexts than this is analysed once
+# more with what the contexts share (their taints), not their kinds.
+MAX_CONTEXTS = 16
 
 
 class Summary:
-    """What a function does with tainted parameters: its return, its findings."""
+    """What a function does in one calling context: its return value."""
 
     def __init__(self) -> None:
         self.ret: Taint = CLEAN
-        self.ret_kind: Optional[str] = None
+        self.ret_kind: Kind = None
 
 
 class Project:
-    def __init__(self) -> None:
-        self.modules: List[ModuleInfo] = []
+    """Lookups across the scanned files, and the analysis's results."""
+
+    def __init__(self, modules: List[ModuleInfo]) -> None:
+        self.modules = modules
         self.sources: List[SourceCall] = []
         self.source_ids: Dict[SourceCall, int] = {}
         self.findings: Dict[Tuple[str, int, str], Finding] = {}
         self.finding_taint: Dict[Tuple[str, int, str], Set[int]] = {}
-        self.summaries: Dict[Tuple[int, Tuple[Taint, ...]], Summary] = {}
-        self.in_progress: Set[Tuple[int, Tuple[Taint, ...]]] = set()
+        self.summaries: Dict[Any, Summary] = {}
+        self.contexts: Dict[int, int] = {}
+        self.in_progress: Set[Any] = set()
         self.changed = False
         self.rounds = 0
         # statements the analysis could not follow: "path:line" -> why
         self.skipped: Dict[str, str] = {}
         # queues and pipes by name: what one thread puts, another gets
         self.channels: Dict[str, Taint] = {}
-        self.channel_kinds: Dict[str, object] = {}
+        self.channel_kinds: Dict[str, Kind] = {}
+        # the receiver of each predict call: (path, line, col) -> how it is known
+        self.receivers: Dict[Tuple[str, int, int], Set[str]] = {}
+        # modules not scanned that results reach: module -> {(path, line): taint}
+        self.unscanned_calls: Dict[str, Dict[Tuple[str, int], Taint]] = {}
+        # in-house SAM copies patched by name: samgpu_shim.patch("pkg.mod:Class")
+        self.forks: Dict[str, str] = {}
+        self.by_name: Dict[str, ModuleInfo] = {}
+        self.by_class: Dict[str, ClassInfo] = {}
+        self.by_method: Dict[str, List[FuncInfo]] = {}
+        for m in modules:
+            self.by_name.setdefault(m.name, m)
+            for name, c in m.classes.items():
+                self.by_class.setdefault(name, c)
+                for method_name, f in c.methods.items():
+                    self.by_method.setdefault(method_name, []).append(f)
+        self._find_forks()
+
+    def _find_forks(self) -> None:
+        for m in self.modules:
+            if "patch" not in m.aliases and "samgpu_shim" not in m.aliases:
+                continue
+            for node in ast.walk(m.tree):
+                if isinstance(node, ast.Call) and m.qualify(dotted_name(node.func)) == "samgpu_shim.patch":
+                    for arg in node.args:
+                        if isinstance(arg, ast.Constant) and isinstance(arg.value, str) and ":" in arg.value:
+                            module, _, cls = arg.value.partition(":")
+                            self.forks[f"{module}.{cls}"] = f"{module}.{cls}"
 
     # -- lookups -----------------------------------------------------------
     def source_id(self, path: str, node: ast.Call) -> int:
@@ -51,20 +85,46 @@ class Project:
             self.source_ids[key] = sid
         return sid
 
-    def index(self) -> None:
-        """Lookup tables over every module (built once per analysis)."""
-        self.by_stem: Dict[str, ModuleInfo] = {}
-        self.by_class: Dict[str, ClassInfo] = {}
-        self.by_method: Dict[str, List[FuncInfo]] = {}
-        for m in self.modules:
-            self.by_stem.setdefault(m.stem, m)
-            for name, c in m.classes.items():
-                self.by_class.setdefault(name, c)
-                for method_name, f in c.methods.items():
-                    self.by_method.setdefault(method_name, []).append(f)
+    def note_receiver(self, path: str, node: ast.Call, how: str) -> None:
+        self.receivers.setdefault((path, node.lineno, node.col_offset), set()).add(how)
+
+    def note_unscanned(self, module: str, where: ModuleInfo, node: ast.AST, taint: Taint) -> None:
+        key = (where.path, node.lineno)  # type: ignore[attr-defined]
+        calls = self.unscanned_calls.setdefault(module, {})
+        calls[key] = calls.get(key, CLEAN) | taint
 
     def module_named(self, dotted: str) -> Optional[ModuleInfo]:
-        return self.by_stem.get(dotted.split(".")[-1])
+        """The scanned module Python would import as ``dotted``: same name, or the
+        scan root cut either end (``app.utils`` scanned from inside ``app/``)."""
+        if not dotted:
+            return None
+        found = self.by_name.get(dotted)
+        if found is not None:
+            return found
+        best: Optional[ModuleInfo] = None
+        for m in self.modules:
+            if dotted.endswith("." + m.name) or m.name.endswith("." + dotted):
+                if best is None or len(m.name) > len(best.name):
+                    best = m
+        return best
+
+    def scanned(self, qualified: str) -> bool:
+        """Whether a qualified name lives in the scanned code."""
+        parts = qualified.split(".")
+        return any(self.module_named(".".join(parts[:i])) is not None for i in range(len(parts) - 1, 0, -1))
+
+    def unscanned(self) -> Dict[str, List[str]]:
+        """Modules not scanned that results reach: module -> ["file:line", ...]."""
+        out: Dict[str, List[str]] = {}
+        for module, calls in sorted(self.unscanned_calls.items()):
+            if not any(t for t in calls.values()):
+                continue
+            rows = []
+            for path, line in sorted(calls):
+                cell, number = next(m for m in self.modules if m.path == path).where(line)
+                rows.append(f"{path}:{number}" if cell is None else f"{path}:cell {cell}:{number}")
+            out[module] = rows
+        return out
 
     def _defined(self, module: ModuleInfo, name: str, table: str) -> Any:
         """``name`` as defined in ``module`` or imported into it from a scanned module."""
@@ -88,13 +148,21 @@ class Project:
     def class_by_name(self, name: str) -> Optional[ClassInfo]:
         return self.by_class.get(name)
 
+    def base_classes(self, cls: ClassInfo) -> List[Tuple[str, Optional[ClassInfo]]]:
+        """(qualified name, scanned class or None) of each base."""
+        out = []
+        for node in cls.base_nodes:
+            name = dotted_name(node) or ""
+            scanned = self.cls(cls.module, name) if "." not in name else None
+            out.append((cls.module.qualify(name) or name, scanned if scanned is not cls else None))
+        return out
+
     def method(self, cls: ClassInfo, name: str, depth: int = 0) -> Optional[FuncInfo]:
         if name in cls.methods:
             return cls.methods[name]
         if depth < 5:
-            for base in cls.bases:
-                parent = self.class_by_name(base)
-                if parent is not None and parent is not cls:
+            for _, parent in self.base_classes(cls):
+                if parent is not None:
                     found = self.method(parent, name, depth + 1)
                     if found is not None:
                         return found
@@ -106,15 +174,57 @@ class Project:
         found = self.by_method.get(name, [])
         return found[0] if len(found) == 1 else None
 
-    def is_predictor_class(self, cls: ClassInfo, depth: int = 0) -> bool:
-        if any(b.endswith("Predictor") for b in cls.bases):
-            return True
-        if depth < 5:
-            for base in cls.bases:
-                parent = self.class_by_name(base)
-                if parent is not None and parent is not cls and self.is_predictor_class(parent, depth + 1):
-                    return True
+    def predictor_base(self, cls: ClassInfo, depth: int = 0) -> Optional[str]:
+        """The patched class a scanned class derives from (``module.Class``), "name"
+        when a base is only called ``...Predictor``, else None."""
+        named = None
+        for qualified, parent in self.base_classes(cls):
+            patched = REGISTRY.patched_class(qualified) or self.forks.get(qualified)
+            if patched:
+                return patched
+            if parent is not None and depth < 5:
+                found = self.predictor_base(parent, depth + 1)
+                if found and found != "name":
+                    return found
+                named = named or found
+            elif qualified.endswith("Predictor"):
+                named = "name"
+        return named
+
+    def is_module_class(self, cls: ClassInfo, depth: int = 0) -> bool:
+        """Whether instances are ``torch.nn.Module`` s (called, they run ``forward``)."""
+        for qualified, parent in self.base_classes(cls):
+            top = qualified.split(".")[0]
+            if qualified.endswith("Module") and top in ("torch", "lightning", "pytorch_lightning", "nn"):
+                return True
+            if parent is not None and depth < 5 and self.is_module_class(parent, depth + 1):
+                return True
         return False
+
+    def annotation_kind(self, module: ModuleInfo, node: Optional[ast.AST]) -> Kind:
+        """What an annotation says of a value: a patched predictor, an ndarray, a tensor,
+        a scanned class."""
+        for name in annotation_names(node):
+            if name == "None":
+                continue
+            qualified = module.qualify(name) or name
+            patched = REGISTRY.patched_class(qualified) or self.forks.get(qualified)
+            if patched:
+                return K.patched(patched)
+            short = qualified.rsplit(".", 1)[-1]
+            if qualified.startswith("numpy.") and short in ("ndarray", "NDArray", "ArrayLike"):
+                return K.NUMPY
+            if qualified in ("torch.Tensor", "torch.BoolTensor"):
+                return K.MASK if short == "BoolTensor" else K.TORCH
+            scanned = self.cls(module, name) if "." not in name else None
+            if scanned is not None:
+                return f"class:{scanned.name}"
+        return None
+
+    def external_module(self, qualified: str) -> bool:
+        """A module neither scanned nor known to the scan (a result sent there is reported)."""
+        top = qualified.split(".")[0]
+        return not self.scanned(qualified) and not known_library(top) and top not in SAM_PACKAGES
 
     # -- results -----------------------------------------------------------
     def report(self, module: ModuleInfo, node: ast.AST, operation: str, effect: str, why: str, fix: str,
@@ -129,46 +239,67 @@ class Project:
             self.finding_taint[key] = set()
         self.finding_taint[key] |= concrete
 
-    def summary(self, func: FuncInfo, args: Tuple[Taint, ...], kinds: Tuple[Optional[str], ...] = ()) -> Summary:
-        """Analyse ``func`` with its parameters bound to ``args`` (memoised)."""
-        key = (id(func.node), args)
+    # -- summaries ---------------------------------------------------------
+    def summary(self, func: FuncInfo, args: Tuple[Taint, ...], kinds: Tuple[Kind, ...] = (),
+                context: Optional[Dict[str, Tuple[Taint, Kind]]] = None, silent: bool = False) -> Summary:
+        """Analyse ``func`` with its parameters bound to ``args`` and ``kinds``, and
+        ``self``'s attributes as the caller sees them (``context``), memoised."""
+        frozen = frozenset((a, t, k) for a, (t, k) in (context or {}).items())
+        key: Any = (id(func.node), args, kinds, frozen, silent)
         done = self.summaries.get(key)
         if done is not None:
             return done
+        seen = self.contexts.get(id(func.node), 0)
+        if seen >= MAX_CONTEXTS and (any(k not in (None, K.SELF) for k in kinds) or frozen):
+            # too many contexts: the kinds are dropped, the taints kept
+            return self.summary(func, args, tuple(K.SELF if k == K.SELF else None for k in kinds), None, silent)
         if key in self.in_progress:
             return Summary()  # recursion: what is known so far
+        self.contexts[id(func.node)] = seen + 1
         self.in_progress.add(key)
         try:
-            scope = Scope(self, func.module, func.cls, func)
-            names = list(func.params)
-            for i, name in enumerate(names):
-                scope.env[name] = args[i] if i < len(args) else CLEAN
-                if i < len(kinds) and kinds[i]:
-                    scope.kinds[name] = kinds[i]  # type: ignore[assignment]
-            extra = [a for a in (func.vararg, *func.kwonly, func.kwarg) if a]
-            for j, name in enumerate(extra):
-                i = len(names) + j
-                scope.env[name] = args[i] if i < len(args) else CLEAN
-            if func.is_method and names:
-                scope.kinds[names[0]] = "self"
-            scope.run(func.node.body)  # type: ignore[attr-defined]
-            result = Summary()
-            result.ret = scope.returned
-            result.ret_kind = scope.returned_kind
+            result = self._analyse(func, args, kinds, context, silent)
             self.summaries[key] = result
             return result
         finally:
             self.in_progress.discard(key)
 
-    def call(self, func: FuncInfo, call: ast.Call, scope: Scope, bound_self: bool) -> Summary:
+    def _analyse(self, func: FuncInfo, args: Tuple[Taint, ...], kinds: Tuple[Kind, ...],
+                 context: Optional[Dict[str, Tuple[Taint, Kind]]], silent: bool) -> Summary:
+        scope = Scope(self, func.module, func.cls, func, context)
+        scope.silent = silent
+        names = list(func.params) + [a for a in (func.vararg, *func.kwonly, func.kwarg) if a]
+        arrays = func.array_params()
+        for i, name in enumerate(names):
+            taint = args[i] if i < len(args) else CLEAN
+            kind = kinds[i] if i < len(kinds) else None
+            if kind is None and name in func.annotations:
+                kind = self.annotation_kind(func.module, func.annotations[name])
+            if kind is None and not taint and name in arrays:
+                kind = K.NUMPY  # used as a host array in the body
+            scope.env[name] = taint
+            if kind is not None:
+                scope.kinds[name] = kind
+        if func.is_method and func.params:
+            scope.kinds[func.params[0]] = K.SELF
+        scope.run(func.node.body)  # type: ignore[attr-defined]
+        result = Summary()
+        result.ret = scope.returned
+        result.ret_kind = None if scope.returned_kind == K.EMPTY else scope.returned_kind
+        if result.ret_kind is None and func.returns is not None:
+            result.ret_kind = self.annotation_kind(func.module, func.returns)
+        return result
+
+    def call(self, func: FuncInfo, call: ast.Call, scope: Scope, bound_self: bool,
+             context: Optional[Dict[str, Tuple[Taint, Kind]]] = None) -> Summary:
         """Bind a call's arguments to ``func``'s parameters and analyse it."""
         params = list(func.params)
         slots: List[Taint] = [CLEAN] * (len(params) + (1 if func.vararg else 0) + len(func.kwonly)
                                         + (1 if func.kwarg else 0))
-        kinds: List[Optional[str]] = [None] * len(params)
+        kinds: List[Kind] = [None] * len(slots)
         offset = 1 if (func.is_method and bound_self) else 0
         if offset and params:
-            kinds[0] = "self"
+            kinds[0] = K.SELF
         vararg_slot = len(params) if func.vararg else None
         kwarg_slot = len(slots) - 1 if func.kwarg else None
         for i, arg in enumerate(call.args):
@@ -194,91 +325,9 @@ class Project:
                 slots[params.index(kw.arg)] = t
                 kinds[params.index(kw.arg)] = k
             elif kw.arg in func.kwonly:
-                slots[len(params) + (1 if func.vararg else 0) + func.kwonly.index(kw.arg)] = t
+                slot = len(params) + (1 if func.vararg else 0) + func.kwonly.index(kw.arg)
+                slots[slot] = t
+                kinds[slot] = k
             elif kwarg_slot is not None:
                 slots[kwarg_slot] |= t
-        return self.summary(func, tuple(slots), tuple(kinds))
-
-
-def analyse(modules: Sequence[ModuleInfo]) -> Project:
-    """Run the analysis over parsed modules until class attributes settle."""
-    project = Project()
-    project.modules = list(modules)
-    project.index()
-    for _ in range(MAX_ROUNDS):
-        project.rounds += 1
-        project.changed = False
-        project.summaries.clear()
-        project.findings.clear()
-        project.finding_taint.clear()
-        for module in project.modules:
-            top = Scope(project, module, None, None)
-            top.run(module.tree.body)
-            for name, t in top.env.items():
-                if t - module.globals.get(name, CLEAN):
-                    module.globals[name] = module.globals.get(name, CLEAN) | t
-                    project.changed = True
-            for name, k in top.kinds.items():
-                if module.global_kinds.get(name) != k:
-                    module.global_kinds[name] = k
-                    project.changed = True
-            # every function once on its own, parameters clean: the sources
-            # inside it and what it does with them
-            for func in list(module.functions.values()) + [
-                m for c in module.classes.values() for m in c.methods.values()
-            ]:
-                args: Tuple[Taint, ...] = ()
-                project.summary(func, args, ("self",) if func.is_method else ())
-        if not project.changed:
-            break
-    for key, finding in project.findings.items():
-        finding.sources = sorted(_source_label(project, sid) for sid in project.finding_taint[key])
-    return project
-
-
-def _source_label(project: Project, sid: int) -> str:
-    src = project.sources[sid]
-    module = next(m for m in project.modules if m.path == src.path)
-    cell, line = module.where(src.line)
-    if cell is None:
-        return f"{src.path}:{line}:{src.col}"
-    return f"{src.path}:cell {cell}:{line}:{src.col}"
-
-
-def sorted_findings(findings: Iterable[Finding]) -> List[Finding]:
-    return sorted(findings, key=lambda f: (f.path, f.cell or 0, f.line, f.operation))
-
-
-def audit_source(source: str, path: str = "<string>") -> List[Finding]:
-    """Findings for one Python source text."""
-    module = ModuleInfo(path, ast.parse(source, filename=path))
-    return sorted_findings(analyse([module]).findings.values())
-
-
-def scan(paths: Sequence[str]) -> Tuple[Project, List[Tuple[str, str]]]:
-    """Parse every file under ``paths`` and analyse them together; also the files that failed."""
-    modules: List[ModuleInfo] = []
-    errors: List[Tuple[str, str]] = []
-    for path in paths:
-        try:
-            files = files_under(path)
-        except OSError as exc:
-            errors.append((path, str(exc)))
-            continue
-        for file in files:
-            try:
-                modules.append(load(file))
-            except (OSError, SyntaxError, ValueError, UnicodeDecodeError) as exc:
-                errors.append((file, f"{type(exc).__name__}: {exc}"))
-    project = analyse(modules)
-    errors.extend((where, f"statement skipped, internal error ({why}); please report it")
-                  for where, why in sorted(project.skipped.items()))
-    return project, errors
-
-
-def audit_path(path: str) -> List[Finding]:
-    """Findings for a .py file, a .ipynb notebook, or every such file under a folder (one project)."""
-    project, errors = scan([path])
-    if errors:
-        raise ValueError("; ".join(f"{p}: {e}" for p, e in errors))
-    return sorted_findings(project.findings.values())
+        return self.summary(func, tuple(slots), tuple(kinds), context, silent=scope.silent)

@@ -1,55 +1,64 @@
-"""One function body (or a module's top level): what each name holds."""
+"""One function body (or a module's top level): what each name holds, and
+which calls are sources."""
 
 from __future__ import annotations
 
 import ast
-from typing import Any, Dict, Optional, Set, Tuple
+from typing import Any, Dict, Optional, Tuple
 
-from .entry_points import PREDICT_METHODS, RECEIVER_WORDS, SAM_KEYWORDS
+from . import kinds as K
+from .entry_points import PREDICT_METHODS, RECEIVER_WORDS, REGISTRY, SAM_KEYWORDS
 from .index import ClassInfo, FuncInfo, ModuleInfo
-from .names import CLEAN, Positions, Taint, as_numpy_kw, class_kind, dotted_name, words
+from .kinds import CLEAN, Elements, Keys, Kind, Positions
+from .names import Taint, as_numpy_kw, dotted_name, last_name, words
+
+State = Tuple[Dict[str, Taint], Dict[str, Kind]]
+# A caller's view of ``self``'s attributes: attribute -> (taint, kind).
+Context = Dict[str, Tuple[Taint, Kind]]
 
 
 class BaseScope:
+    """Names and their values (taint and kind); binding; sources."""
+
     # ``project`` is a project.Project (not imported: project.py builds scopes)
-    def __init__(self, project: Any, module: ModuleInfo, cls: Optional[ClassInfo],
-                 func: Optional[FuncInfo]) -> None:
+    def __init__(self, project: Any, module: ModuleInfo, cls: Optional[ClassInfo], func: Optional[FuncInfo],
+                 context: Optional[Context] = None) -> None:
         self.p = project
         self.m = module
         self.cls = cls
         self.func = func
+        self.context: Context = dict(context or {})
         self.env: Dict[str, Taint] = {}
-        self.kinds: Dict[str, str] = {}  # name -> numpy / torch / predictor / other / scalar / self / class:X
-        self.keyed: Set[str] = set()  # containers whose constant keys are tracked one by one
+        self.kinds: Dict[str, Kind] = {}
         self.local_funcs: Dict[str, FuncInfo] = {}
         self.returned: Taint = CLEAN
-        self.returned_kind: Optional[str] = None
-        self.returned_any = False
+        self.returned_kind: Kind = K.EMPTY
         self.silent = False
 
     # -- state -------------------------------------------------------------
-    def snapshot(self) -> Tuple[Dict[str, Taint], Dict[str, str], Set[str]]:
-        return dict(self.env), dict(self.kinds), set(self.keyed)
+    def snapshot(self) -> State:
+        return dict(self.env), dict(self.kinds)
 
-    def restore(self, state: Tuple[Dict[str, Taint], Dict[str, str], Set[str]]) -> None:
-        self.env, self.kinds, self.keyed = dict(state[0]), dict(state[1]), set(state[2])
+    def restore(self, state: State) -> None:
+        self.env, self.kinds = dict(state[0]), dict(state[1])
 
-    def merge(self, *states: Tuple[Dict[str, Taint], Dict[str, str], Set[str]]) -> None:
+    def merge(self, *states: State) -> None:
+        """The state after branches: a name's taint from any, its kind where they agree."""
         env: Dict[str, Taint] = {}
-        kinds: Dict[str, str] = {}
-        keyed: Set[str] = set()
-        for e, _, ky in states:
+        kinds: Dict[str, Kind] = {}
+        for e, _ in states:
             for name, t in e.items():
                 env[name] = env.get(name, CLEAN) | t
-            keyed |= ky
-        for name in set().union(*(k.keys() for _, k, _ in states)):
-            values = {k.get(name) for _, k, _ in states}
-            if len(values) == 1 and None not in values:
-                kinds[name] = values.pop()  # type: ignore[assignment]
-        self.env, self.kinds, self.keyed = env, kinds, keyed
+        for name in set().union(*(k.keys() for _, k in states)):
+            kind: Kind = K.EMPTY
+            for _, k in states:
+                kind = K.join(kind, k.get(name))
+            if kind is not None and kind != K.EMPTY:
+                kinds[name] = kind
+        self.env, self.kinds = env, kinds
 
-    def report(self, node: ast.AST, operation: str, effect: str, why: str, fix: str, taint: Taint) -> None:
-        if not self.silent:
+    def report(self, node: ast.AST, operation: str, effect: Optional[str], why: str, fix: str, taint: Taint) -> None:
+        if effect and not self.silent:
             self.p.report(self.m, node, operation, effect, why, fix, taint)
 
     def lookup(self, name: str) -> Taint:
@@ -59,128 +68,233 @@ class BaseScope:
             return self.m.globals.get(name, CLEAN)
         return CLEAN
 
-    def kind_of(self, name: str) -> Optional[str]:
+    def kind_of(self, name: str) -> Kind:
         if name in self.kinds:
             return self.kinds[name]
         if name in self.env:
             return None
         if self.func is not None:
-            return self.m.global_kinds.get(name)
+            kind = self.m.global_kinds.get(name)
+            return None if kind == K.MIXED else kind
         return None
 
-    def _self_class(self, node: ast.AST) -> Optional[ClassInfo]:
+    def local(self, name: str) -> bool:
+        """Whether ``name`` is a variable here (not an imported module or class)."""
+        return name in self.env or name in self.kinds or (self.func is not None and name in self.m.global_kinds)
+
+    def self_class(self, node: ast.AST) -> Optional[ClassInfo]:
+        """The scanned class of ``self`` or of an instance, for ``node`` a name."""
         if isinstance(node, ast.Name):
             kind = self.kind_of(node.id)
-            if kind == "self":
+            if kind == K.SELF:
                 return self.cls
-            if class_kind(kind):
-                return self.p.class_by_name(class_kind(kind))
+            if K.class_kind(kind):
+                return self.p.class_by_name(K.class_kind(kind))
         return None
 
-    def bind(self, target: ast.AST, taint: Taint, kind: Optional[str], value: Optional[ast.AST] = None) -> None:
+    def self_attr(self, cls: ClassInfo, attr: str, is_self: bool) -> Tuple[Taint, Kind]:
+        """``self.attr`` as this path sees it: set here, set by the caller, or any writer's."""
+        key = f"self.{attr}"
+        if is_self and key in self.env:
+            return self.env[key], self.kinds.get(key)
+        if is_self and attr in self.context:
+            return self.context[attr]
+        kind = cls.attr_kinds.get(attr)
+        return cls.attrs.get(attr, CLEAN), None if kind == K.MIXED else kind
+
+    def context_for_call(self) -> Context:
+        """What this path knows of ``self``'s attributes, for a method it calls on ``self``."""
+        out = dict(self.context)
+        for key, taint in self.env.items():
+            if key.startswith("self.") and key.count(".") == 1:
+                out[key[5:]] = (taint, self.kinds.get(key))
+        return out
+
+    # -- binding -----------------------------------------------------------
+    def bind(self, target: ast.AST, taint: Taint, kind: Kind, value: Optional[ast.AST] = None) -> None:
         if isinstance(target, ast.Name):
             self.env[target.id] = taint
-            if target.id in self.keyed:
-                self.keyed.discard(target.id)
-                for key in [k for k in self.env if k.startswith(target.id + "[")]:
-                    del self.env[key]
-            if kind:
+            if kind is not None:
                 self.kinds[target.id] = kind
             else:
                 self.kinds.pop(target.id, None)
-            if isinstance(value, ast.Dict):
-                self._bind_dict(target.id, value)
         elif isinstance(target, (ast.Tuple, ast.List)):
-            elts = target.elts
-            if isinstance(value, (ast.Tuple, ast.List)) and len(value.elts) == len(elts) and not any(
-                isinstance(e, ast.Starred) for e in elts + value.elts
-            ):
-                for t_elt, v_elt in zip(elts, value.elts):
-                    t, k = self.eval(v_elt, report=False)
-                    self.bind(t_elt, t, k, v_elt)
-                return
-            if isinstance(kind, Positions) and len(kind) == len(elts) and not any(
-                isinstance(e, ast.Starred) for e in elts
-            ):
-                for elt, t in zip(elts, kind):
-                    self.bind(elt, t, None)
-                return
-            for elt in elts:
-                self.bind(elt, taint, "scalar" if kind == "scalar" else None)
+            self._bind_unpack(target.elts, taint, kind, value)
         elif isinstance(target, ast.Starred):
             self.bind(target.value, taint, None)
         elif isinstance(target, ast.Attribute):
-            base = target.value
-            cls = self._self_class(base)
-            if cls is not None:
-                self.env[f"self.{target.attr}"] = taint
-                if taint - cls.attrs.get(target.attr, CLEAN):
-                    cls.attrs[target.attr] = cls.attrs.get(target.attr, CLEAN) | taint
-                    self.p.changed = True
-                known = cls.attr_kinds.get(target.attr)
-                if kind and known != kind and known != "mixed":
-                    # two methods that store different kinds: nothing is assumed
-                    cls.attr_kinds[target.attr] = kind if known is None else "mixed"
-                    self.p.changed = True
-                if kind:
-                    self.kinds[f"self.{target.attr}"] = kind
-            else:
-                dotted = dotted_name(target)
-                if dotted:
-                    self.env[dotted] = taint
-                    if kind:
-                        self.kinds[dotted] = kind
-                root = base
-                while isinstance(root, (ast.Attribute, ast.Subscript)):
-                    root = root.value
-                if isinstance(root, ast.Name) and taint:
-                    # an object that holds a result: the object carries it too
-                    self.env[root.id] = self.lookup(root.id) | taint
+            self._bind_attribute(target, taint, kind)
         elif isinstance(target, ast.Subscript):
-            root = target.value
-            key = target.slice
-            if isinstance(root, ast.Name):
-                if isinstance(key, ast.Constant) and isinstance(key.value, (str, int)):
-                    self.env[f"{root.id}[{key.value!r}]"] = taint
-                    if root.id not in self.env or not self.lookup(root.id):
-                        self.keyed.add(root.id)
-                self.env[root.id] = self.lookup(root.id) | taint
-            elif taint:
-                self.bind_into(root, taint)
+            self._bind_item(target, taint, kind)
 
-    def _bind_dict(self, name: str, value: ast.Dict) -> None:
-        if all(isinstance(k, ast.Constant) for k in value.keys):
-            self.keyed.add(name)
-            for k, v in zip(value.keys, value.values):
-                self.env[f"{name}[{k.value!r}]"] = self.eval(v, report=False)[0]  # type: ignore[union-attr]
+    def _bind_unpack(self, elts: list, taint: Taint, kind: Kind, value: Optional[ast.AST]) -> None:
+        starred = [i for i, e in enumerate(elts) if isinstance(e, ast.Starred)]
+        if isinstance(value, (ast.Tuple, ast.List)) and len(value.elts) == len(elts) and not starred and not any(
+            isinstance(e, ast.Starred) for e in value.elts
+        ):
+            for t_elt, v_elt in zip(elts, value.elts):
+                t, k = self.eval(v_elt, report=False)  # type: ignore[attr-defined]
+                self.bind(t_elt, t, k, v_elt)
+            return
+        if isinstance(kind, Positions) and not starred and len(kind) == len(elts):
+            for elt, (t, k) in zip(elts, kind):
+                self.bind(elt, t, k)
+            return
+        if isinstance(kind, Positions) and len(starred) == 1 and len(kind) >= len(elts) - 1:
+            star = starred[0]
+            after = len(elts) - star - 1
+            for elt, (t, k) in zip(elts[:star], kind[:star]):
+                self.bind(elt, t, k)
+            middle = kind[star:len(kind) - after]
+            mid_taint = frozenset().union(*(t for t, _ in middle)) if middle else CLEAN
+            mid_kind: Kind = K.EMPTY
+            for _, k in middle:
+                mid_kind = K.join(mid_kind, k)
+            self.bind(elts[star].value, mid_taint, Elements((mid_kind,)))
+            for elt, (t, k) in zip(elts[star + 1:], kind[len(kind) - after:]):
+                self.bind(elt, t, k)
+            return
+        each = K.SCALAR if kind == K.SCALAR else K.element(kind)
+        for elt in elts:
+            self.bind(elt, taint, each)
+
+    def _bind_attribute(self, target: ast.Attribute, taint: Taint, kind: Kind) -> None:
+        base = target.value
+        cls = self.self_class(base)
+        if cls is not None:
+            if isinstance(base, ast.Name) and self.kind_of(base.id) == K.SELF:
+                key = f"self.{target.attr}"
+                self.env[key] = taint
+                if kind is None:
+                    self.kinds.pop(key, None)
+                else:
+                    self.kinds[key] = kind
+            if taint - cls.attrs.get(target.attr, CLEAN):
+                cls.attrs[target.attr] = cls.attrs.get(target.attr, CLEAN) | taint
+                self.p.changed = True
+            known = cls.attr_kinds.get(target.attr)
+            if kind is not None and known != kind and known != K.MIXED:
+                # two writers that disagree: nothing is assumed of the attribute
+                joined = kind if known is None else K.join(known, kind)
+                cls.attr_kinds[target.attr] = K.MIXED if joined is None else joined
+                self.p.changed = True
+            return
+        name = dotted_name(target)
+        if name:
+            self.env[name] = taint
+            if kind is not None:
+                self.kinds[name] = kind
+        root = base
+        while isinstance(root, (ast.Attribute, ast.Subscript)):
+            root = root.value
+        if isinstance(root, ast.Name) and taint:
+            # an object that holds a result: the object carries it too
+            self.env[root.id] = self.lookup(root.id) | taint
+
+    def _bind_item(self, target: ast.Subscript, taint: Taint, kind: Kind) -> None:
+        base, key = target.value, target.slice
+        _, base_kind = self.eval(base, report=False)  # type: ignore[attr-defined]
+        if base_kind == K.NUMPY or K.is_tensor(base_kind):
+            return  # written into an array (a sink, reported) or a tensor: no new taint there
+        constant = key.value if isinstance(key, ast.Constant) and isinstance(key.value, (str, int)) else None
+        if isinstance(base_kind, Keys) or (base_kind is None and constant is not None and isinstance(base, ast.Name)
+                                           and not self.lookup(base.id)):
+            keys = base_kind if isinstance(base_kind, Keys) else Keys(())
+            if constant is not None:
+                new_kind: Kind = keys.set(repr(constant), taint, kind)
+            else:
+                new_kind = None
+            self.bind_into(base, taint, None, replace=new_kind)
+        elif isinstance(base_kind, Elements):
+            self.bind_into(base, taint, kind)
+        else:
+            self.bind_into(base, taint, None, replace=None)
+
+    def bind_into(self, container: ast.AST, taint: Taint, element: Kind = None, replace: Kind = "?") -> None:
+        """``container`` now also holds a value of this taint and kind (an append,
+        an item); ``replace`` is its new kind when the caller knows it."""
+        current_t, current_k = self.eval(container, report=False)  # type: ignore[attr-defined]
+        if replace != "?":
+            new_kind = replace
+        elif isinstance(current_k, Elements):
+            new_kind = Elements((K.join(current_k[0], element),))
+        else:
+            new_kind = current_k if not taint else None
+        if isinstance(container, ast.Name):
+            self.env[container.id] = self.lookup(container.id) | taint
+            if new_kind is None:
+                self.kinds.pop(container.id, None)
+            else:
+                self.kinds[container.id] = new_kind
+        elif isinstance(container, (ast.Attribute, ast.Subscript)):
+            self.bind(container, current_t | taint, new_kind)
 
     # -- sources -----------------------------------------------------------
-    def is_source(self, call: ast.Call, unpack: Optional[ast.AST] = None, receiver_kind: object = "?") -> bool:
+    def predictor_class(self, cls: ClassInfo) -> Optional[str]:
+        """For a scanned class: its patched base (``module.Class``), "name" when a base
+        is only called ``...Predictor``, else None."""
+        return self.p.predictor_base(cls)
+
+    def receiver(self, call: ast.Call, recv_k: Kind) -> str:
+        """Why the receiver of a predict call is a predictor: ``patched:module.Class``
+        (known), ``wrapper:X`` (a scanned class that is not one), ``external:module.Class``
+        (a class the scan cannot read), or ``name`` (its name or keywords only)."""
+        func = call.func
+        assert isinstance(func, ast.Attribute)
+        unbound = REGISTRY.patched_class(self.qualify(func.value))
+        if unbound:
+            return f"patched:{unbound}"
+        patched = K.prefixed(recv_k, "patched")
+        if patched:
+            return f"patched:{patched}"
+        if recv_k == K.SELF or K.class_kind(recv_k):
+            cls = self.cls if recv_k == K.SELF else self.p.class_by_name(K.class_kind(recv_k))
+            base = self.predictor_class(cls) if cls is not None else None
+            if base and base != "name":
+                return f"patched:{base}"
+            return f"wrapper:{cls.name}" if cls is not None and base is None else "name"
+        if isinstance(func.value, ast.Call) and dotted_name(func.value.func) == "super" and self.cls is not None:
+            base = self.predictor_class(self.cls)
+            return f"patched:{base}" if base and base != "name" else "name"
+        external = K.prefixed(recv_k, "external")
+        if external:
+            return f"external:{external}"
+        return "name"
+
+    def qualify(self, node: ast.AST) -> Optional[str]:
+        """The qualified name of a dotted expression through imports, unless its
+        head is a variable here."""
+        name = dotted_name(node)
+        if not name or self.local(name.split(".")[0]):
+            return None
+        return self.m.qualify(name)
+
+    def is_source(self, call: ast.Call, unpack: Optional[ast.AST], recv_k: Kind) -> bool:
         func = call.func
         if not (isinstance(func, ast.Attribute) and func.attr in PREDICT_METHODS):
             return False
         kw = as_numpy_kw(call)
         if kw is not None and not (isinstance(kw.value, ast.Constant) and kw.value.value is False):
             return False
-        receiver = func.value
-        kind = self.eval(receiver, report=False)[1] if receiver_kind == "?" else receiver_kind
-        if kind == "predictor":
+        unbound = REGISTRY.patched_class(self.qualify(func.value))
+        if unbound:
+            return func.attr in REGISTRY.methods_of(unbound)
+        patched = K.prefixed(recv_k, "patched")
+        if patched:
+            return func.attr in REGISTRY.methods_of(patched)
+        if recv_k == K.PREDICTOR:
             return True
-        if kind == "self":
-            return self.cls is not None and self.p.is_predictor_class(self.cls)
-        if kind in ("other", "numpy", "torch") or class_kind(kind):
-            cls = self.p.class_by_name(class_kind(kind)) if class_kind(kind) else None
-            return cls is not None and self.p.is_predictor_class(cls)
+        if recv_k == K.SELF or K.class_kind(recv_k):
+            cls = self.cls if recv_k == K.SELF else self.p.class_by_name(K.class_kind(recv_k))
+            return cls is not None and self.predictor_class(cls) is not None
+        if recv_k in (K.OTHER, K.NUMPY) or K.is_tensor(recv_k) or isinstance(recv_k, (Positions, Keys, Elements)):
+            return False
         if any(k.arg in SAM_KEYWORDS for k in call.keywords):
             return True
-        name = ""
-        if isinstance(receiver, ast.Name):
-            name = receiver.id
-        elif isinstance(receiver, ast.Attribute):
-            name = receiver.attr
-        elif isinstance(receiver, ast.Call):
-            name = dotted_name(receiver.func) or ""
-            name = name.split(".")[-1]
+        receiver = func.value
+        name = last_name(receiver)
+        if isinstance(receiver, ast.Call):
+            name = (dotted_name(receiver.func) or "").split(".")[-1]
         if words(name) & RECEIVER_WORDS:
             return True
         # masks, scores, logits = model.predict(...): SAM's three results by name
@@ -190,3 +304,13 @@ class BaseScope:
                 return True
         return False
 
+    def source_kind(self, call: ast.Call, sid: int) -> Tuple[Taint, Kind]:
+        """The value of a source call: SAM's (masks, scores, logits), lists of them for
+        the batch methods."""
+        taint = frozenset({sid})
+        logits = any(k.arg == "return_logits" and not (isinstance(k.value, ast.Constant) and not k.value.value)
+                     for k in call.keywords)
+        parts: Tuple[Kind, ...] = (K.TORCH if logits else K.MASK, K.TORCH, K.TORCH)
+        if call.func.attr.endswith("batch"):  # type: ignore[attr-defined]
+            parts = tuple(Elements((p,)) for p in parts)
+        return taint, Positions.of((taint, p) for p in parts)

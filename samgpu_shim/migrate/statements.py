@@ -1,20 +1,22 @@
-"""Statements: assignments, branches, loops; ``Scope`` is the whole analyser."""
+"""Statements: assignments, branches, loops; :class:`Scope` is the whole analyser
+of one body (state, expressions, calls, statements)."""
 
 from __future__ import annotations
 
 import ast
 from typing import Sequence
 
+from . import kinds as K
 from .calls import Calls
 from .index import FuncInfo
-from .names import CLEAN, Positions, Taint, tensor_guard
-from .operations import ANY, CUDA, TO_NUMPY
+from .kinds import CLEAN, Kind, Positions
+from .names import Taint, tensor_guard
+from .operations import effect, row
 
 
 class Scope(Calls):
-    """The analyser of one body: state, expressions, calls and statements."""
+    """The analyser of one body."""
 
-    # -- statements --------------------------------------------------------
     def run(self, body: Sequence[ast.stmt]) -> None:
         for stmt in body:
             try:
@@ -31,73 +33,35 @@ class Scope(Calls):
                     node.value._samgpu_unpack = target  # type: ignore[attr-defined]
             t, k = self.eval(node.value)
             for target in node.targets:
-                self._eval_target_parts(target, t)
+                self._target_sinks(target, t, k)
                 self.bind(target, t, k, node.value)
         elif isinstance(node, ast.AnnAssign):
             if node.value is not None:
                 t, k = self.eval(node.value)
+                if k is None and not t:
+                    k = self.p.annotation_kind(self.m, node.annotation)
+                self._target_sinks(node.target, t, k)
                 self.bind(node.target, t, k, node.value)
+            elif isinstance(node.target, ast.Attribute):
+                # ``self.predictor: SamPredictor`` declared in the class body or __init__
+                k = self.p.annotation_kind(self.m, node.annotation)
+                if k is not None:
+                    self.bind(node.target, CLEAN, k)
         elif isinstance(node, ast.AugAssign):
-            t, k = self.eval(node.value)
-            cur_t, cur_k = self.eval(node.target, report=False)
-            if cur_k == "numpy" and t and not cur_t:
-                self.report(node, "ndarray op= tensor", ANY,
-                              "numpy's in-place operator does not accept a tensor",
-                              "torch.as_tensor(array, device=tensor.device), or " + TO_NUMPY, t)
-            elif cur_t and k == "numpy" and not t:
-                self.report(node, "tensor op= ndarray", CUDA,
-                              "an in-place operation with a numpy array moves the array to the CPU; a CUDA tensor "
-                              "then meets a CPU one", "torch.as_tensor(array, device=tensor.device)", cur_t)
-            if t:
-                self.bind(node.target, cur_t | t, cur_k)
+            self._augmented(node)
         elif isinstance(node, ast.Expr):
             self.eval(node.value)
         elif isinstance(node, ast.Return):
             t, k = self.eval(node.value)
-            first = not self.returned_any
-            self.returned_any = True
             self.returned |= t
-            if k == "predictor":
-                self.returned_kind = k
-            elif isinstance(k, Positions):
-                # every return a tuple of the same length: keep the positions
-                if first:
-                    self.returned_kind = k
-                elif isinstance(self.returned_kind, Positions) and len(self.returned_kind) == len(k):
-                    self.returned_kind = Positions(a | b for a, b in zip(self.returned_kind, k))
-                elif self.returned_kind != "predictor":
-                    self.returned_kind = None
-            elif self.returned_kind != "predictor":
-                self.returned_kind = None
+            self.returned_kind = K.join(self.returned_kind, k)
         elif isinstance(node, (ast.If, ast.While)):
-            self.eval(node.test)
-            before = self.snapshot()
-            if isinstance(node, ast.While):
-                for _ in range(2):
-                    self.run(node.body)
-                    self.merge(before, self.snapshot())
-                self.run(node.orelse)
-                return
-            self.run(node.body)
-            after_body = self.snapshot()
-            self.restore(before)
-            self.run(node.orelse)
-            after_else = self.snapshot()
-            # ``if isinstance(x, torch.Tensor): x = x.cpu().numpy()``: on the
-            # other arm x was never a tensor, so only the converting arm counts
-            guarded = tensor_guard(node.test)
-            if guarded:
-                name, tensor_arm_is_body = guarded
-                tensor_arm = after_body if tensor_arm_is_body else after_else
-                other_arm = after_else if tensor_arm_is_body else after_body
-                if not tensor_arm[0].get(name, CLEAN):
-                    other_arm[0][name] = CLEAN
-            self.merge(after_body, after_else)
+            self._branch(node)
         elif isinstance(node, (ast.For, ast.AsyncFor)):
-            it, _ = self.eval(node.iter)
+            it, ik = self.eval(node.iter)
             before = self.snapshot()
             for _ in range(2):
-                self._bind_iteration(node.target, node.iter, it)
+                self.bind_iteration(node.target, node.iter, it, ik)
                 self.run(node.body)
                 self.merge(before, self.snapshot())
             self.run(node.orelse)
@@ -128,6 +92,7 @@ class Scope(Calls):
             for target in node.targets:
                 if isinstance(target, ast.Name):
                     self.env.pop(target.id, None)
+                    self.kinds.pop(target.id, None)
         elif type(node).__name__ == "Match":
             self.eval(node.subject)  # type: ignore[attr-defined]
             before = self.snapshot()
@@ -142,33 +107,71 @@ class Scope(Calls):
                 if isinstance(child, ast.expr):
                     self.eval(child)
 
-    def _eval_target_parts(self, target: ast.AST, value: Taint = CLEAN) -> None:
-        """Sinks inside an assignment target: ``image[mask] = color``, ``array[i] = mask``."""
+    def _augmented(self, node: ast.AugAssign) -> None:
+        t, k = self.eval(node.value)
+        cur_t, cur_k = self.eval(node.target, report=False)
+        if isinstance(node.target, ast.Subscript):
+            self._target_sinks(node.target, t, k)
+        new_t, new_k = self.arithmetic(node, node.op, cur_t, cur_k, t, k, in_place=True)
+        if new_t or cur_t:
+            self.bind(node.target, cur_t | new_t, cur_k if new_k is None else new_k)
+
+    def _branch(self, node: ast.AST) -> None:
+        self.eval(node.test)  # type: ignore[attr-defined]
+        before = self.snapshot()
+        if isinstance(node, ast.While):
+            for _ in range(2):
+                self.run(node.body)
+                self.merge(before, self.snapshot())
+            self.run(node.orelse)
+            return
+        self.run(node.body)  # type: ignore[attr-defined]
+        after_body = self.snapshot()
+        self.restore(before)
+        self.run(node.orelse)  # type: ignore[attr-defined]
+        after_else = self.snapshot()
+        # ``if isinstance(x, torch.Tensor): x = x.cpu().numpy()``: on the
+        # other arm x was never a tensor, so only the converting arm counts
+        guarded = tensor_guard(node.test)  # type: ignore[attr-defined]
+        if guarded:
+            name, tensor_arm_is_body = guarded
+            tensor_arm = after_body if tensor_arm_is_body else after_else
+            other_arm = after_else if tensor_arm_is_body else after_body
+            if not tensor_arm[0].get(name, CLEAN):
+                other_arm[0][name] = CLEAN
+        self.merge(after_body, after_else)
+
+    def _target_sinks(self, target: ast.AST, value: Taint = CLEAN, kind: Kind = None) -> None:
+        """Sinks inside an assignment target: ``image[mask] = color`` (the index is
+        converted), ``volume[z] = mask`` (the value is)."""
         if isinstance(target, ast.Subscript):
             bt, bk = self.eval(target.value)
             kt, kk = self.eval(target.slice)
-            self._index_check(target, bt, bk, kt, kk)
-            if value and not bt and bk == "numpy":
-                self.report(target, "ndarray[tensor]=", CUDA,
-                            "assigning a tensor into a numpy array converts it with numpy",
-                            "assign samgpu_shim.to_numpy(x), or build the array as a tensor on the device", value)
+            if kt and not bt and kk != K.SCALAR and (bk is None or bk == K.NUMPY):
+                op = row("ndarray[mask] = v")
+                self.report(target, op.name, effect(op), op.why, op.fix, kt)
+            elif value and not bt and bk == K.NUMPY:
+                op = row("ndarray[i] = mask")
+                self.report(target, op.name, effect(op), op.why, op.fix, value)
         elif isinstance(target, (ast.Tuple, ast.List)):
-            for elt in target.elts:
-                self._eval_target_parts(elt)
+            parts = kind if isinstance(kind, Positions) and len(kind) == len(target.elts) else None
+            for i, elt in enumerate(target.elts):
+                self._target_sinks(elt, parts[i][0] if parts else CLEAN, parts[i][1] if parts else None)
 
-    def _bind_iteration(self, target: ast.AST, iterable: ast.AST, taint: Taint) -> None:
+    def bind_iteration(self, target: ast.AST, iterable: ast.AST, taint: Taint, kind: Kind) -> None:
         if isinstance(iterable, ast.Call) and isinstance(iterable.func, ast.Name):
             name = iterable.func.id
             if name == "enumerate" and isinstance(target, (ast.Tuple, ast.List)) and len(target.elts) == 2:
                 self.bind(target.elts[0], CLEAN, None)
-                item_t = self.eval(iterable.args[0], report=False)[0] if iterable.args else CLEAN
-                self._bind_iteration(target.elts[1], iterable.args[0] if iterable.args else iterable, item_t)
+                arg = iterable.args[0] if iterable.args else iterable
+                item_t, item_k = self.eval(arg, report=False) if iterable.args else (CLEAN, None)
+                self.bind_iteration(target.elts[1], arg, item_t, item_k)
                 return
             if name == "zip" and isinstance(target, (ast.Tuple, ast.List)) and len(target.elts) == len(
                 iterable.args
             ):
                 for elt, arg in zip(target.elts, iterable.args):
-                    self._bind_iteration(elt, arg, self.eval(arg, report=False)[0])
+                    self.bind_iteration(elt, arg, *self.eval(arg, report=False))
                 return
             if name == "range":
                 self.bind(target, CLEAN, None)
@@ -176,8 +179,14 @@ class Scope(Calls):
         if isinstance(iterable, ast.Call) and isinstance(iterable.func, ast.Attribute) and \
                 iterable.func.attr == "items" and isinstance(target, (ast.Tuple, ast.List)) and len(target.elts) == 2:
             self.bind(target.elts[0], CLEAN, None)
-            self.bind(target.elts[1], taint, None)
+            value_kind = K.element(kind)
+            if isinstance(value_kind, Positions) and len(value_kind) == 2:
+                self.bind(target.elts[1], value_kind[1][0], value_kind[1][1])
+            else:
+                self.bind(target.elts[1], taint, None)
             return
-        self.bind(target, taint, None)
-
-
+        element = K.element(kind)
+        if isinstance(element, Positions):
+            self.bind(target, frozenset().union(*(t for t, _ in element)) if element else CLEAN, element)
+        else:
+            self.bind(target, taint, element)

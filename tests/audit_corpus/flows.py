@@ -71,7 +71,7 @@ def tuple_packing(predictor, pts, lbls):
     grid = np.zeros((8, 8))
     labels = ["a", "b", "c"]
     name = labels[scores.argmax()]
-    grid[masks[best]] = 1  # expect: ndarray[tensor]
+    grid[masks[best]] = 1  # expect: ndarray[mask] = v
     return grid, name
 
 

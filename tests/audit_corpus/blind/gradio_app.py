@@ -16,7 +16,7 @@ def on_click(image, evt: gr.SelectData):
     )
     mask = masks[np.argmax(scores)]  # expect: np.argmax()
     overlay = image.copy()
-    overlay[mask] = (overlay[mask] * 0.5 + np.array([255, 0, 0]) * 0.5).astype(np.uint8)  # expect: ndarray[tensor]
+    overlay[mask] = (overlay[mask] * 0.5 + np.array([255, 0, 0]) * 0.5).astype(np.uint8)  # expect: ndarray[mask], ndarray[mask] = v
     return overlay
 
 

@@ -26,7 +26,7 @@ class SegWorker(threading.Thread):
 def draw_loop(outbox, writer):
     while True:
         frame, mask, score = outbox.get()
-        frame[mask] = (0, 255, 0)  # expect: ndarray[tensor]
+        frame[mask] = (0, 255, 0)  # expect: ndarray[mask] = v
         cv2.putText(frame, f"{score:.2f}", (10, 30), cv2.FONT_HERSHEY_SIMPLEX, 1, (255, 255, 255), 2)
         writer.write(frame)
 

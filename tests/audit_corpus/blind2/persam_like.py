@@ -11,7 +11,7 @@ def show_mask(mask, ax, random_color=False):
     else:
         color = np.array([30 / 255, 144 / 255, 255 / 255, 0.6])
     h, w = mask.shape[-2:]
-    mask_image = mask.reshape(h, w, 1) * color.reshape(1, 1, -1)  # expect: tensor with ndarray
+    mask_image = mask.reshape(h, w, 1) * color.reshape(1, 1, -1)  # expect: mask * ndarray
     ax.imshow(mask_image)
 
 
@@ -45,5 +45,5 @@ def segment_target(predictor, test_image, topk_xy, topk_label, out_path):
     plt.savefig(out_path.replace(".png", "_vis.png"))
     final_mask = masks[best_idx]
     mask_colors = np.zeros((final_mask.shape[0], final_mask.shape[1], 3), dtype=np.uint8)
-    mask_colors[final_mask, :] = np.array([[0, 0, 128]])  # expect: ndarray[tensor]
+    mask_colors[final_mask, :] = np.array([[0, 0, 128]])  # expect: ndarray[mask] = v
     cv2.imwrite(out_path, mask_colors)

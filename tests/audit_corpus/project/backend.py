@@ -29,5 +29,5 @@ class SamBackend:
     def preview(self, image, box):
         mask, _ = self.segmenter.segment_box(box)
         overlay = image.copy()
-        overlay[mask] = (255, 0, 0)  # expect: ndarray[tensor]
+        overlay[mask] = (255, 0, 0)  # expect: ndarray[mask] = v
         return overlay

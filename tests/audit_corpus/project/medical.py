@@ -16,7 +16,7 @@ def segment_volume(predictor, volume, boxes):
     for z in range(volume.shape[0]):
         rgb = np.repeat(volume[z][..., None], 3, axis=-1)
         mask = segment_slice(predictor, rgb, boxes[z])
-        out[z] = mask  # numpy's item assignment converts the tensor  # expect: ndarray[tensor]=
+        out[z] = mask  # numpy's item assignment converts the tensor  # expect: ndarray[i] = mask
     return out
 
 

@@ -34,7 +34,7 @@ class Tracker:
     def draw(self, frame):
         vis = frame.copy()
         color = np.array([0, 255, 0], dtype=np.uint8)
-        vis[self.prev_mask] = vis[self.prev_mask] // 2 + color // 2  # expect: ndarray[tensor]
+        vis[self.prev_mask] = vis[self.prev_mask] // 2 + color // 2  # expect: ndarray[mask], ndarray[mask] = v
         edges = cv2.Canny(self.prev_mask.astype(np.uint8) * 255, 0, 1)  # expect: .astype()
         return vis, edges
 
