@@ -4,7 +4,7 @@ functions per calling context, and what the analysis found."""
 from __future__ import annotations
 
 import ast
-from typing import Any, Dict, List, Optional, Set, Tuple
+from typing import Any, Dict, FrozenSet, List, Optional, Set, Tuple
 
 from . import kinds as K
 from .entry_points import REGISTRY, SAM_PACKAGES
@@ -76,6 +76,10 @@ class Project:
                             self.forks[f"{module}.{cls}"] = f"{module}.{cls}"
 
     # -- lookups -----------------------------------------------------------
+    def patched_methods(self, patched: str) -> FrozenSet[str]:
+        """The source methods of a patched class (a fork patched by name: predict)."""
+        return frozenset({"predict"}) if patched in self.forks else REGISTRY.methods_of(patched)
+
     def source_id(self, path: str, node: ast.Call) -> int:
         key = SourceCall(path, node.lineno, node.col_offset)
         sid = self.source_ids.get(key)

@@ -278,10 +278,10 @@ class BaseScope:
             return False
         unbound = REGISTRY.patched_class(self.qualify(func.value))
         if unbound:
-            return func.attr in REGISTRY.methods_of(unbound)
+            return func.attr in self.p.patched_methods(unbound)
         patched = K.prefixed(recv_k, "patched")
         if patched:
-            return func.attr in REGISTRY.methods_of(patched)
+            return func.attr in self.p.patched_methods(patched)
         if recv_k == K.PREDICTOR:
             return True
         if recv_k == K.SELF or K.class_kind(recv_k):
