@@ -7,6 +7,7 @@ back to numpy and ``SAMGPU_DISABLE=1`` installs nothing at all.
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from ._config import (
     ENV_AS_NUMPY,
@@ -20,6 +21,7 @@ from ._config import (
     ENV_KPI_SAMPLE,
     ENV_METRICS,
     ENV_STRICT,
+    ENV_TRANSFER_GUARD,
     configure,
 )
 from ._convert import json_default, to_numpy
@@ -41,11 +43,13 @@ __all__ = [
     "ENV_KPI_SAMPLE",
     "ENV_METRICS",
     "ENV_STRICT",
+    "ENV_TRANSFER_GUARD",
     "EVENT_DEVICE_TIME",
     "EVENT_PREDICT",
     "ImageError",
     "PromptError",
     "StrictConversionError",
+    "TransferGuardError",
     "KPI_LOGGER_NAME",
     "clear_graphs",
     "configure",
@@ -61,6 +65,7 @@ __all__ = [
     "stats",
     "status",
     "to_numpy",
+    "transfer_guard",
     "unpatch",
     "__version__",
 ]
@@ -72,16 +77,38 @@ def stats() -> dict:
     Host latency is kept for the last 1024 calls of each call site; device
     time too when ``SAMGPU_KPI_DEVICE_TIME`` is on (collected without waiting).
     """
+    import sys
+
     from ._telemetry import stats as _stats
 
-    return _stats()
+    out = _stats()
+    guard = sys.modules.get("samgpu_shim.gpu.guard")
+    out["implicit_copies"] = guard.stats() if guard is not None else {"total": 0, "sites": [], "sites_not_kept": 0}
+    return out
 
 
 def reset_stats() -> None:
     """Forget every counter and pending device time."""
+    import sys
+
     from ._telemetry import reset
 
     reset()
+    guard = sys.modules.get("samgpu_shim.gpu.guard")
+    if guard is not None:
+        guard.reset()
+
+
+def transfer_guard(mode: str) -> Any:
+    """Context manager setting the transfer guard's mode for a scope.
+
+    ``with samgpu_shim.transfer_guard("disallow"): ...`` (``off``, ``allow``,
+    ``log`` or ``disallow``); it also works as a decorator. Outside any scope
+    the mode is ``SAMGPU_TRANSFER_GUARD`` or ``configure(transfer_guard=...)``.
+    """
+    from .gpu.guard import transfer_guard as _scope
+
+    return _scope(mode)
 
 
 def graph_stats() -> dict:
@@ -103,6 +130,7 @@ _LAZY = {
     "PromptError": "samgpu_shim.gpu.prompts",
     "ImageError": "samgpu_shim.gpu.image",
     "StrictConversionError": "samgpu_shim.gpu.strict",
+    "TransferGuardError": "samgpu_shim.gpu.guard",
 }
 
 

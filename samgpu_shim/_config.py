@@ -27,6 +27,10 @@ _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"", "0", "false", "no", "off"})
 PRECISIONS = ("fp32", "tf32", "bf16")
 ENCODERS = ("default", "fast", "fast-compile")
+GUARD_MODES = ("off", "allow", "log", "disallow")
+# The default guard mode, chosen by measurement on a GPU (docs/migration.rst,
+# "The default and its cost").
+DEFAULT_GUARD = "log"
 DEFAULT_GRAPH_CACHE_SIZE = 8
 
 
@@ -100,6 +104,7 @@ def _choice(values: Tuple[str, ...], fallback: str) -> Callable[[str, Optional[s
 
 _precision = _choice(PRECISIONS, "fp32")
 _encoder = _choice(ENCODERS, "default")
+_guard = _choice(GUARD_MODES, DEFAULT_GUARD)
 
 
 # -- validators of configure() values (key, value) -> stored value -----------
@@ -131,6 +136,12 @@ def _encoder_arg(key: str, value: Any) -> str:
     if value not in ENCODERS:
         raise ValueError(f"configure({key}=...) must be one of {ENCODERS} or None, got {value!r}")
     return value
+
+
+def _guard_arg(key: str, value: Any) -> str:
+    if not isinstance(value, str) or value.strip().lower() not in GUARD_MODES:
+        raise ValueError(f"configure({key}=...) must be one of {', '.join(GUARD_MODES)}, got {value!r}")
+    return value.strip().lower()
 
 
 def _metrics_arg(key: str, value: Any) -> Tuple[str, ...]:
@@ -224,10 +235,20 @@ SETTINGS: Tuple[Setting, ...] = (
     ),
     Setting(
         "strict", "SAMGPU_STRICT", _flag, False, FLAG,
-        "Strict mode, for CPU test runs: GPU-mode results on a CPU device refuse every implicit "
-        "conversion to numpy the way CUDA tensors do (np.asarray, np.argmax, plt.imshow, ndarray[tensor], "
-        "tensor * ndarray...), naming the predict call and the fix.",
+        "Strict mode, an alias of SAMGPU_TRANSFER_GUARD=disallow kept for existing CI set-ups: GPU-mode "
+        "results refuse every implicit conversion to numpy the way CUDA tensors do, on a CPU device too, "
+        "naming the predict call and the fix. Used only where the transfer guard is not set.",
         _bool_arg,
+    ),
+    Setting(
+        "transfer_guard", "SAMGPU_TRANSFER_GUARD", _guard, DEFAULT_GUARD, "off, allow, log or disallow",
+        "What numpy-style code may do with GPU-mode results. allow: implicit conversions (np.asarray, "
+        ".astype, PIL, ndarray[mask], arithmetic with an ndarray...) make a host copy equal to numpy "
+        "mode's value, counted per line in stats(); log: the same, and one warning per line naming it and "
+        "the predict call; disallow: they raise as on CUDA, on a CPU predictor too (for CI); off: plain "
+        "tensors. Explicit exits (.cpu(), .item(), .tolist(), to_numpy) are open in every mode. Set, it "
+        "wins over SAMGPU_STRICT. An unknown value logs a warning and keeps the default.",
+        _guard_arg,
     ),
     Setting(
         "metrics", "SAMGPU_METRICS", _metrics, (), "comma list of otel, prometheus",
@@ -266,9 +287,11 @@ ENV_STRICT = "SAMGPU_STRICT"
 """Strict mode for CPU test runs."""
 ENV_METRICS = "SAMGPU_METRICS"
 """Metrics backends: otel, prometheus."""
+ENV_TRANSFER_GUARD = "SAMGPU_TRANSFER_GUARD"
+"""Transfer guard mode: off, allow, log, disallow."""
 assert {s.env for s in SETTINGS if s.env} == {
     ENV_AS_NUMPY, ENV_DISABLE, ENV_KPI_FILE, ENV_CUDA_GRAPHS, ENV_AS_NUMPY_MODULES, ENV_KPI_SAMPLE,
-    ENV_KPI_DEVICE_TIME, ENV_ENCODER_PRECISION, ENV_ENCODER, ENV_STRICT, ENV_METRICS,
+    ENV_KPI_DEVICE_TIME, ENV_ENCODER_PRECISION, ENV_ENCODER, ENV_STRICT, ENV_METRICS, ENV_TRANSFER_GUARD,
 }
 
 
@@ -336,7 +359,8 @@ def configure(**changes: Any) -> None:
 
     Each keyword is a setting of the table (docs/configuration.rst):
     ``as_numpy``, ``cuda_graphs``, ``as_numpy_modules``, ``kpi_sample``,
-    ``kpi_device_time``, ``encoder_precision``, ``strict``,
+    ``kpi_device_time``, ``encoder_precision``, ``encoder``, ``strict``,
+    ``transfer_guard``, ``metrics``,
     ``graph_cache_size``. ``None`` drops the override so that the environment
     applies again. An explicit ``as_numpy=`` keyword on a call still wins over
     ``configure(as_numpy=...)``. Every value is checked before any is applied.
@@ -461,8 +485,27 @@ def kpi_device_time() -> bool:
 
 
 def strict() -> bool:
-    """Whether strict mode is on."""
-    return get("strict")
+    """Whether strict mode is on (the guard's ``disallow``; see :func:`transfer_guard`)."""
+    return transfer_guard() == "disallow"
+
+
+def transfer_guard() -> str:
+    """The transfer guard mode in force.
+
+    ``configure(transfer_guard=...)``, then ``configure(strict=True)``, then
+    ``SAMGPU_TRANSFER_GUARD``, then ``SAMGPU_STRICT=1``, then the default.
+    """
+    runtime = _runtime
+    if "transfer_guard" in runtime:
+        return runtime["transfer_guard"]
+    if runtime.get("strict"):
+        return "disallow"
+    env = _env
+    if "transfer_guard" in env.set_keys:
+        return env["transfer_guard"]
+    if env["strict"] and "strict" not in runtime:
+        return "disallow"
+    return env["transfer_guard"]
 
 
 def resolve_as_numpy(value: object, module: Optional[str] = None) -> Tuple[bool, str]:

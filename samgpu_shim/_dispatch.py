@@ -20,7 +20,7 @@ from .families import Wrapper
 def predict_wrapper(family: str, resident: Callable[..., Any]) -> Wrapper:
     """The wrapper around a predictor's ``predict``: dispatch, count, KPI."""
     resolve = _config.resolve_as_numpy
-    strict = _config.strict
+    scoped_guard = None  # samgpu_shim.gpu.guard, imported on the first GPU-mode call (it needs torch)
     emit = _telemetry.emit_predict
     clock = time.perf_counter
     site_of = _telemetry.call_site
@@ -31,6 +31,7 @@ def predict_wrapper(family: str, resident: Callable[..., Any]) -> Wrapper:
     device_of = _telemetry.device_of
 
     def wrapper(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> Any:
+        nonlocal scoped_guard
         site = site_of()
         as_numpy, source = resolve(kwargs.pop("as_numpy", None), site[0])
         timer = device_timer(instance, as_numpy)
@@ -40,10 +41,10 @@ def predict_wrapper(family: str, resident: Callable[..., Any]) -> Wrapper:
             out = wrapped(*args, **kwargs)
         else:
             out = resident(instance, *args, **kwargs)
-            if strict():
-                from .gpu.strict import make_strict
-
-                out = make_strict(out, site)
+            if scoped_guard is None:
+                from .gpu import guard as scoped_guard
+            if scoped_guard.mode() != "off":
+                out = scoped_guard.guard(out, site)
         host_ms = (clock() - started) * 1e3
         if timer is not None:
             timer.stop(site)

@@ -124,6 +124,16 @@ def _start_thread() -> None:
         atexit.register(flush)
 
 
+def _copy_sites() -> List[Tuple[str, str, int]]:
+    """(site, operation, count) of the transfer guard's implicit copies; none before its first use."""
+    import sys
+
+    guard = sys.modules.get("samgpu_shim.gpu.guard")
+    if guard is None:
+        return []
+    return [(r["site"], r["operation"], r["count"]) for r in guard.stats()["sites"]]
+
+
 def _graph_stats() -> Optional[Dict[str, Any]]:
     graphs = sys.modules.get("samgpu_shim.gpu.graphs")
     return graphs.stats() if graphs is not None else None
@@ -156,6 +166,10 @@ class _Otel:
             "samgpu.graph.events", callbacks=[self._graph_events], unit="{event}",
             description="graph mode captures, replays and fallbacks",
         )
+        meter.create_observable_counter(
+            "samgpu.guard.implicit_copies", callbacks=[self._copies], unit="{copy}",
+            description="implicit host copies of GPU-mode results made by the transfer guard, by line",
+        )
         self._attrs: Dict[Key, Dict[str, str]] = {}
         self._device_attrs: Dict[Tuple[str, str], Dict[str, str]] = {}
 
@@ -166,6 +180,11 @@ class _Otel:
         if not stats:
             return []
         return [Observation(stats[k], {"samgpu.graph.event": k}) for k in ("captures", "replays", "fallbacks")]
+
+    def _copies(self, options: Any) -> Any:
+        from opentelemetry.metrics import Observation
+
+        return [Observation(n, {"code.lineno.site": site, "samgpu.operation": op}) for site, op, n in _copy_sites()]
 
     def record(self, key: Key, ms: float) -> None:
         attrs = self._attrs.get(key)
@@ -216,6 +235,7 @@ class _Prometheus:
 
         if not os.environ.get("PROMETHEUS_MULTIPROC_DIR") and not os.environ.get("prometheus_multiproc_dir"):
             pc.REGISTRY.register(_GraphCollector())
+            pc.REGISTRY.register(_CopiesCollector())
 
     def record(self, key: Key, ms: float) -> None:
         pair = self._children.get(key)
@@ -241,6 +261,18 @@ class _GraphCollector:
         if stats:
             for k in ("captures", "replays", "fallbacks"):
                 family.add_metric([k], stats[k])
+        yield family
+
+
+class _CopiesCollector:
+    def collect(self) -> Any:
+        from prometheus_client.core import CounterMetricFamily
+
+        family = CounterMetricFamily("samgpu_guard_implicit_copies",
+                                     "implicit host copies of GPU-mode results (transfer guard), by line",
+                                     labels=["site", "operation"])
+        for site, op, n in _copy_sites():
+            family.add_metric([site, op], n)
         yield family
 
 

@@ -296,6 +296,9 @@ def emit_predict(
         }
         if every > 1:
             fields["sample_every"] = every
+        guard = sys.modules.get("samgpu_shim.gpu.guard")
+        if guard is not None:
+            fields["implicit_copies"] = guard.total()
         extra = _extra_fields.get()
         if extra:
             fields.update(extra)
@@ -315,6 +318,16 @@ def emit_predict(
         if not _warned_failure:
             _warned_failure = True
             _logger.warning("a KPI handler raised; predict goes on (shown once)", exc_info=True)
+
+
+EVENT_IMPLICIT_COPY = "sam_implicit_copy"
+
+
+def on_implicit_copy(record: Dict[str, Any], first: bool) -> None:
+    """Transfer guard listener: one ``sam_implicit_copy`` event for each line's first copy."""
+    if first and enabled():
+        fields = {"ts": time.time(), "event": EVENT_IMPLICIT_COPY, **record}
+        kpi_logger.info(KpiEvent(fields), extra={"samgpu_kpi": fields})
 
 
 class JsonLinesHandler(logging.Handler):

@@ -52,7 +52,7 @@ class Op:
     sample: str  # an expression over m (masks), s (scores), lg (logits), img (an ndarray H x W)
     why: str
     fix: str
-    numpy: str = WORKS  # on the numpy result, always: the reference
+    numpy: str = WORKS  # on the numpy result (the reference); raises for tensor-only code (.cpu())
 
     @property
     def breaks_on_cuda(self) -> bool:
@@ -82,7 +82,9 @@ OPS: Tuple[Op, ...] = (
     _numpy("np.unique()", ("unique",), "np.unique(m[0])"),
     _numpy("np.logical_and()", ("logical_and", "logical_or", "logical_xor", "logical_not", "bitwise_and",
                                 "bitwise_or", "maximum", "minimum", "clip", "isclose", "allclose",
-                                "array_equal"), "np.logical_and(m[0], m[1])"),
+                                "array_equal"), "np.logical_and(m[0], m[1])", cpu=DIFFERS,
+           why="converts with __array__ (refused on CUDA); on a CPU tensor torch rewraps the result, a bool "
+               "mask coming back as uint8"),
     _numpy("np.zeros_like()", ("zeros_like", "ones_like", "empty_like", "full_like"), "np.zeros_like(m[0])"),
     _numpy("np.save()", ("save", "savez", "savez_compressed", "savetxt"), "np.save(path, m)"),
     _numpy("np.uint8()", ("uint8", "int32", "int64", "float32", "float64", "bool_"), "np.uint8(m[0])"),
@@ -115,7 +117,7 @@ OPS: Tuple[Op, ...] = (
     Op(".tobytes()", "method", ("tobytes", "tostring"), RAISES, RAISES, COPIES, "m[0].tobytes()",
        "a tensor has no tobytes", _HOST),
     Op(".numpy()", "method", ("numpy",), WORKS, RAISES, COPIES, "lg.numpy()",
-       "a CUDA tensor refuses .numpy()", "x.cpu().numpy(), or samgpu_shim.to_numpy(x)"),
+       "a CUDA tensor refuses .numpy()", "x.cpu().numpy(), or samgpu_shim.to_numpy(x)", numpy=RAISES),
     Op(".mean() of a mask", "method", ("mean",), RAISES, RAISES, UNCAUGHT, "m[0].mean()",
        "torch refuses mean() of a bool tensor", "x.float().mean()"),
     Op(".nonzero()", "method", ("nonzero",), DIFFERS, DIFFERS, UNCAUGHT, "m[0].nonzero()",
@@ -135,7 +137,7 @@ OPS: Tuple[Op, ...] = (
     Op(".flat", "method", ("flat",), RAISES, RAISES, UNCAUGHT, "m.flat",
        "a tensor has no flat", "x.flatten()"),
     Op(".cpu()", "method", ("cpu", "item", "tolist"), WORKS, WORKS, EXPLICIT, "lg.cpu().numpy()",
-       "an explicit copy to the host", ""),
+       "an explicit copy to the host", "", numpy=RAISES),
     Op(".any()", "method", ("any", "all", "sum", "argmax", "argmin", "reshape", "flatten", "ravel",
                             "squeeze", "transpose"), WORKS, WORKS, DEVICE, "m[0].any()",
        "the tensor's own method, same meaning", ""),

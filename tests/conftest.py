@@ -48,9 +48,9 @@ def _clean_config():
     """Every test starts patched, with no runtime override."""
     if not samgpu_shim.is_patched():
         samgpu_shim.patch()
-    samgpu_shim.configure(as_numpy=None, cuda_graphs=None, graph_cache_size=8, strict=None)
+    samgpu_shim.configure(as_numpy=None, cuda_graphs=None, graph_cache_size=8, strict=None, transfer_guard=None)
     yield
-    samgpu_shim.configure(as_numpy=None, cuda_graphs=None, graph_cache_size=8, strict=None)
+    samgpu_shim.configure(as_numpy=None, cuda_graphs=None, graph_cache_size=8, strict=None, transfer_guard=None)
     if not samgpu_shim.is_patched():
         samgpu_shim.patch()
 

@@ -100,4 +100,4 @@ def test_configure_validates_and_env_switch():
         """,
         env={"SAMGPU_STRICT": "1"},
     )
-    assert "refused: StrictConversionError" in proc.stdout
+    assert "refused: TransferGuardError" in proc.stdout  # StrictConversionError is its alias

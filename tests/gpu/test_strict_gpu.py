@@ -35,13 +35,15 @@ def _results(device):
 
 
 def test_strict_cpu_matches_cuda_for_every_operation():
+    samgpu_shim.configure(transfer_guard="off")  # plain tensors: what CUDA itself does
     cuda = _results("cuda")
     assert cuda[0].is_cuda
-    samgpu_shim.configure(strict=True)
+    samgpu_shim.configure(transfer_guard=None, strict=True)
     try:
         strict = _results("cpu")
     finally:
         samgpu_shim.configure(strict=None)
+    samgpu_shim.configure(transfer_guard="off")
     plain = _results("cpu")
     rows = []
     for name, declared, fn in OPS:
