@@ -191,18 +191,13 @@ OPS: Tuple[Op, ...] = (
     Op("ndarray[argmax]", "index", ("scalar",), WORKS, WORKS, EXPLICIT, "img[s.argmax()]",
        "a 0-d integer tensor is an index (one sync on CUDA)", ""),
     # -- arithmetic and comparisons ------------------------------------------
+    # r/ and r== too: torch's reflected operator takes the ndarray (measured on CPU tensors)
     Op("mask * ndarray", "operator", ("*", "+", "-", "/", "//", "%", "**", "&", "|", "^", "==", "!=", "<", "<=",
-                                      ">", ">=", "@"), WORKS, RAISES, COPIES, "m[0] * img",
+                                      ">", ">=", "@", "r/", "r=="), WORKS, RAISES, COPIES, "m[0] * img",
        "torch makes the ndarray a CPU tensor: device mismatch on CUDA", _HOST),
     Op("ndarray * mask", "operator", ("r*", "r+", "r-", "r&", "r|", "r^", "r@", "r<", "r<=", "r>", "r>=", "r//",
                                       "r%", "r**"), RAISES, RAISES, COPIES,
        "img * m[0]", "numpy defers to the tensor, whose reflected operator refuses the ndarray", _HOST),
-    # measured on CPU tensors (torch 2.14, numpy 2): these two reflected
-    # operators take the ndarray, as a CPU tensor
-    Op("ndarray / mask", "operator", ("r/", "r=="), WORKS, RAISES, UNCAUGHT, "img / lg[0]",
-       "torch's reflected operator makes the ndarray a CPU tensor: device mismatch on CUDA", _HOST),
-    Op("ndarray != mask", "operator", ("r!=",), DIFFERS, DIFFERS, UNCAUGHT, "img != m[0]",
-       "one Python bool, not an elementwise array", "convert first, or compare tensors on the device"),
     Op("ndarray += mask", "operator", ("r+=", "r-=", "r*=", "r/=", "r&=", "r|="), RAISES, RAISES, UNCAUGHT, "",
        "numpy's in-place operator refuses a tensor", _HOST),
     Op("1 - mask", "operator", ("1-bool", "bool-1", "-bool"), RAISES, RAISES, UNCAUGHT, "1 - m[0]",

@@ -1,185 +1,206 @@
-"""``samgpu-shim audit --fix``: pin the predict calls that feed numpy code.
+"""``samgpu-shim audit --fix``: pin the predict calls that feed numpy code,
+without ever making working code fail.
 
-The safe first step of a migration, done by a tool: every predict call whose
-results reach a numpy-only use (the ``sources`` of the audit's findings, and
-only those) gets ``as_numpy=True``. The edit is made on a concrete syntax tree
-(libcst), so formatting and comments stay as they were; notebooks keep their
-outputs and metadata, only the code of the cells that change is rewritten.
-A call that already passes ``as_numpy=`` is never a source, so a second run
-changes nothing.
+A source of a finding is pinned (``as_numpy=True`` added) only when its
+receiver is known to be a patched predictor (its class through imports,
+constructors, ``from_pretrained``, builders, attributes or annotations), on
+every path the analysis saw. An in-house wrapper in the scanned code is not a
+source itself: the predictor call inside it is, and that is the call pinned.
+Every other source is left alone and reported as needing a hand fix, with the
+reason. After writing, the project is analysed again and each pinned call must
+still resolve to a patched method; one that does not is undone and reported.
+
+The edit is an insertion of text at positions ``ast`` gives (the call's last
+argument, its closing parenthesis): nothing else in the file is rewritten, so
+formatting, comments, quoting and trailing spaces stay byte for byte, and the
+edited file's syntax tree must equal the original's plus the keywords, or the
+file is not written.
 """
 
 from __future__ import annotations
 
+import ast
 import difflib
-import functools
-import json
 import re
-import sys
-from typing import Any, Callable, Dict, List, Optional, Set, Tuple
+from dataclasses import dataclass
+from typing import Dict, Iterable, List, Optional, Set, Tuple
 
-from ..families.signatures import PATCHED_METHODS
+from .notebooks import parsable, read_cells, with_cells
 
-_MAGIC = "#__samgpu_magic__"
-
-
-def _transform(source: str, targets: Set[Tuple[int, int]]) -> Tuple[str, int]:
-    """Add ``as_numpy=True`` to the calls that start at ``targets`` (line, column)."""
-    import libcst as cst
-    from libcst.metadata import MetadataWrapper, PositionProvider
+KEYWORD = "as_numpy"
+# (path, cell or None, line, column in UTF-8 bytes as ast gives it)
+Where = Tuple[str, Optional[int], int, int]
 
 
-    # ast columns are UTF-8 byte offsets; libcst's are characters.
-    lines = source.splitlines()
+@dataclass
+class HandFix:
+    """A source --fix leaves alone, and why."""
 
-    def char_col(line: int, col: int) -> int:
-        text = lines[line - 1] if 0 < line <= len(lines) else ""
-        return len(text.encode("utf-8")[:col].decode("utf-8", errors="ignore"))
+    label: str
+    reason: str
 
-    wanted = {(line, char_col(line, col)) for line, col in targets}
-    done: List[int] = []
-
-    class AddKeyword(cst.CSTTransformer):
-        METADATA_DEPENDENCIES = (PositionProvider,)
-
-        def leave_Call(self, original: cst.Call, updated: cst.Call) -> cst.BaseExpression:
-            func = original.func
-            if not (isinstance(func, cst.Attribute) and func.attr.value in PATCHED_METHODS):
-                return updated
-            start = self.get_metadata(PositionProvider, original).start
-            if (start.line, start.column) not in wanted:
-                return updated
-            if any(a.keyword is not None and a.keyword.value == "as_numpy" for a in updated.args):
-                return updated
-            args = list(updated.args)
-            new = cst.Arg(
-                keyword=cst.Name("as_numpy"),
-                value=cst.Name("True"),
-                equal=cst.AssignEqual(
-                    whitespace_before=cst.SimpleWhitespace(""), whitespace_after=cst.SimpleWhitespace("")
-                ),
-            )
-            if args:
-                last = args[-1]
-                # the new argument takes the last one's comma (a trailing comma
-                # and its line break stay at the end); the last one takes the
-                # separator its neighbours use
-                if len(args) > 1 and isinstance(args[-2].comma, cst.Comma):
-                    sep = args[-2].comma
-                elif isinstance(updated.whitespace_before_args, cst.ParenthesizedWhitespace):
-                    sep = cst.Comma(whitespace_after=updated.whitespace_before_args)
-                else:
-                    sep = cst.Comma(whitespace_after=cst.SimpleWhitespace(" "))
-                new = new.with_changes(comma=last.comma)
-                args[-1] = last.with_changes(comma=sep)
-            args.append(new)
-            done.append(start.line)
-            return updated.with_changes(args=args)
-
-    module = cst.parse_module(source)
-    out = MetadataWrapper(module).visit(AddKeyword())
-    return out.code, len(done)
+    def format(self) -> str:
+        return f"{self.label}: needs a hand fix: {self.reason}"
 
 
-def _mask_magics(code: str) -> str:
-    return "\n".join(
-        re.sub(r"^(\s*)([%!])", lambda m: m.group(1) + _MAGIC + m.group(2), line) for line in code.split("\n")
-    )
+def decide(hows: Set[str], receiver: str, method: str) -> Optional[str]:
+    """None when a call with these receiver resolutions can be pinned, else why not."""
+    forwards = sorted(h[len("forwards:"):] for h in hows if h.startswith("forwards:"))
+    patched = sorted(h[len("patched:"):] for h in hows if h.startswith("patched:"))
+    external = sorted(h[len("external:"):] for h in hows if h.startswith("external:"))
+    wrapper = sorted(h[len("wrapper:"):] for h in hows if h.startswith("wrapper:"))
+    if forwards:
+        return f"the call forwards **{forwards[0]}, which may already hold {KEYWORD}"
+    if patched and not external and not wrapper:
+        return None
+    if external:
+        return (f"`{receiver}` is a {external[0]}, from a module the audit did not read: whether its {method}() "
+                f"takes {KEYWORD} is unknown (scan that module too, or convert its results with "
+                "samgpu_shim.to_numpy)")
+    if wrapper:
+        return (f"`{receiver}` is a {wrapper[0]} of the scanned code, not a SAM predictor: pin the predictor "
+                "call inside it, or convert its results with samgpu_shim.to_numpy")
+    return (f"nothing in the scanned code says what `{receiver}` is (its name or its SAM keywords only): "
+            f"annotate it (`{receiver}: SamPredictor`) or build it in the scanned code and run --fix again, "
+            "or pin it by hand")
 
 
-def _unmask_magics(code: str) -> str:
-    return code.replace(_MAGIC, "")
+# -- one text ------------------------------------------------------------------
 
 
-def _diff(path: str, before: str, after: str) -> str:
-    return "".join(
-        difflib.unified_diff(
-            before.splitlines(keepends=True), after.splitlines(keepends=True), fromfile=path, tofile=path
-        )
-    )
+def _line_starts(text: str) -> List[int]:
+    return [0] + [m.end() for m in re.finditer("\n", text)]
 
 
-def _fix_python(path: str, targets: Set[Tuple[int, int]], write: bool, show_diff: bool) -> int:
-    with open(path, encoding="utf-8", newline="") as f:
-        before = f.read()
-    after, count = _transform(before, targets)
-    if count and after != before:
-        if show_diff:
-            sys.stdout.write(_diff(path, before, after))
-        if write:
-            with open(path, "w", encoding="utf-8", newline="") as f:
-                f.write(after)
-    return count
+def _offset(text: str, starts: List[int], line: int, col: int) -> int:
+    begin = starts[line - 1]
+    end = starts[line] if line < len(starts) else len(text)
+    return begin + len(text[begin:end].encode("utf-8")[:col].decode("utf-8", errors="ignore"))
 
 
-def _fix_notebook(path: str, targets: Dict[int, Set[Tuple[int, int]]], write: bool, show_diff: bool) -> int:
-    with open(path, encoding="utf-8") as f:
-        raw = f.read()
-    nb = json.loads(raw)
-    total = 0
-    index = 0
-    for cell in nb.get("cells", []):
-        if cell.get("cell_type") != "code":
+def _position(text: str, starts: List[int], offset: int) -> Tuple[int, int]:
+    line = max(i for i, s in enumerate(starts) if s <= offset) + 1
+    return line, len(text[starts[line - 1]:offset].encode("utf-8"))
+
+
+def _insertions(text: str, starts: List[int], call: ast.Call) -> Optional[List[Tuple[int, str]]]:
+    """Where ``as_numpy=True`` goes in one call, as (offset, text) insertions."""
+    newline = "\r\n" if "\r\n" in text else "\n"
+    close = _offset(text, starts, call.end_lineno, call.end_col_offset) - 1  # type: ignore[arg-type]
+    if text[close:close + 1] != ")":
+        return None
+    parts: List[ast.AST] = [*call.args, *call.keywords]
+    if not parts:
+        return [(close, f"{KEYWORD}=True")]
+    if len(parts) == 1 and isinstance(parts[0], ast.GeneratorExp):
+        return None  # f(x for x in y) takes no second argument
+    last = max(parts, key=lambda n: (n.end_lineno, n.end_col_offset))  # type: ignore[attr-defined]
+    end = _offset(text, starts, last.end_lineno, last.end_col_offset)  # type: ignore[attr-defined]
+    after, comma, i = end, None, end
+    while i < close:
+        c = text[i]
+        if c == "#":
+            i = text.find("\n", i)
+            if i < 0 or i > close:
+                return None
             continue
-        index += 1
-        if index not in targets:
-            continue
-        source = cell.get("source", "")
-        before = "".join(source) if isinstance(source, list) else source
-        after, count = _transform(_mask_magics(before), targets[index])
-        after = _unmask_magics(after)
-        if not count or after == before:
-            continue
-        total += count
-        if show_diff:
-            sys.stdout.write(_diff(f"{path} (cell {index})", before, after))
-        cell["source"] = after.splitlines(keepends=True) if isinstance(source, list) else after
-    if total and write:
-        match = re.search(r"\n( +)\"", raw)
-        indent = len(match.group(1)) if match else 1
-        text = json.dumps(nb, indent=indent, ensure_ascii=False)
-        with open(path, "w", encoding="utf-8") as f:
-            f.write(text + ("\n" if raw.endswith("\n") else ""))
-    return total
+        if c == ")" and comma is None:
+            after = i + 1  # the last argument's own parentheses
+        elif c == "," and comma is None:
+            comma = i
+        elif c not in " \t\r\n\\":
+            return None
+        i += 1
+    close_line = text.rfind("\n", 0, close) + 1
+    last_start = _offset(text, starts, last.lineno, last.col_offset)  # type: ignore[attr-defined]
+    last_line = text.rfind("\n", 0, last_start) + 1
+    indent = text[last_line:last_start]
+    own_lines = not text[close_line:close].strip() and not indent.strip() and close_line > after
+    if comma is not None:
+        if own_lines:
+            return [(close_line, f"{indent}{KEYWORD}=True,{newline}")]
+        return [(comma + 1, f" {KEYWORD}=True,")]
+    if own_lines:
+        return [(after, ","), (close_line, f"{indent}{KEYWORD}=True{newline}")]
+    return [(after, f", {KEYWORD}=True")]
 
 
-def apply_fixes(project: Any, write: bool = True, show_diff: bool = False) -> int:
-    """Pin every source of every finding of an audit ``Project``.
-
-    Returns how many calls were (or would be) changed.
-    """
-    py: Dict[str, Set[Tuple[int, int]]] = {}
-    notebooks: Dict[str, Dict[int, Set[Tuple[int, int]]]] = {}
-    wanted = set()
-    for taint in project.finding_taint.values():
-        wanted |= taint
-    modules = {m.path: m for m in project.modules}
-    for sid in sorted(wanted):
-        src = project.sources[sid]
-        module = modules[src.path]
-        cell, line = module.where(src.line)
-        if cell is None:
-            py.setdefault(src.path, set()).add((line, src.col))
-        else:
-            notebooks.setdefault(src.path, {}).setdefault(cell, set()).add((line, src.col))
-    changed = 0
-    jobs: List[Tuple[str, Callable[[], int]]] = []
-    for path, targets in sorted(py.items()):
-        jobs.append((path, functools.partial(_fix_python, path, targets, write, show_diff)))
-    for path, cells in sorted(notebooks.items()):
-        jobs.append((path, functools.partial(_fix_notebook, path, cells, write, show_diff)))
-    for path, job in jobs:
-        try:
-            changed += job()
-        except Exception as exc:  # a file the tool cannot rewrite is reported, never damaged
-            print(f"{path}: not fixed: {type(exc).__name__}: {exc}", file=sys.stderr)
-    return changed
+def _calls_at(tree: ast.AST, wanted: Iterable[Tuple[int, int]]) -> Dict[Tuple[int, int], ast.Call]:
+    keys = set(wanted)
+    return {(n.lineno, n.col_offset): n for n in ast.walk(tree)
+            if isinstance(n, ast.Call) and (n.lineno, n.col_offset) in keys}
 
 
-def available() -> Optional[str]:
-    """None when libcst can be imported, else why not."""
-    try:
-        import libcst  # noqa: F401
-    except ImportError:
-        return "audit --fix needs libcst: pip install 'samgpu-shim[migrate]'"
-    return None
+def _without_pins(tree: ast.AST, pinned: Set[Tuple[int, int]]) -> str:
+    for call in _calls_at(tree, pinned).values():
+        call.keywords = [k for k in call.keywords if k.arg != KEYWORD]
+    return ast.dump(tree)
+
+
+def pin_text(text: str, targets: Iterable[Tuple[int, int]]) -> Tuple[str, Dict[Tuple[int, int], Tuple[int, int]]]:
+    """``text`` with ``as_numpy=True`` added to the calls starting at ``targets``
+    ((line, column) as ast gives them), and where each of those calls starts now.
+    Raises ValueError when a call cannot be edited safely."""
+    code = parsable(text)
+    tree = ast.parse(code)
+    starts = _line_starts(text)
+    calls = _calls_at(tree, targets)
+    edits: List[Tuple[int, str]] = []
+    for key in sorted(set(targets)):
+        call = calls.get(key)
+        found = _insertions(text, starts, call) if call is not None else None
+        if found is None:
+            raise ValueError(f"line {key[0]}: the call cannot be edited safely")
+        edits.extend(found)
+    out = text
+    for offset, piece in sorted(edits, key=lambda e: e[0], reverse=True):
+        out = out[:offset] + piece + out[offset:]
+    new_starts = _line_starts(out)
+    moved = {}
+    for line, col in set(targets):
+        old = _offset(text, starts, line, col)
+        moved[(line, col)] = _position(out, new_starts, old + sum(len(p) for o, p in edits if o <= old))
+    after = ast.parse(parsable(out))
+    pinned = _calls_at(after, moved.values())
+    if len(pinned) != len(moved) or any([k.arg for k in c.keywords].count(KEYWORD) != 1 for c in pinned.values()) \
+            or _without_pins(after, set(moved.values())) != ast.dump(ast.parse(code)):
+        raise ValueError("the edited file would not be the same program plus the pins")
+    return out, moved
+
+
+# -- files ---------------------------------------------------------------------
+
+
+def render(path: str, cells: Dict[Optional[int], Set[Tuple[int, int]]], original: Optional[str] = None
+           ) -> Tuple[str, str, Dict[Where, Where], str]:
+    """(text before, text after, old position -> new, a unified diff) for one
+    file (its ``original`` text, or what is on disk); ``cells`` maps a
+    notebook's cell (None for a .py file) to its targets."""
+    moved: Dict[Where, Where] = {}
+    if path.endswith(".ipynb"):
+        raw, sources = read_cells(path, original)
+        new_sources = {}
+        shown = []
+        for cell, targets in sorted(cells.items(), key=lambda c: c[0] or 0):
+            text, where = pin_text(sources[cell], targets)  # type: ignore[index]
+            new_sources[cell] = text
+            moved.update({(path, cell, *old): (path, cell, *new) for old, new in where.items()})
+            shown.append(_diff(f"{path} (cell {cell})", sources[cell], text))  # type: ignore[index]
+        return raw, with_cells(raw, new_sources) if new_sources else raw, moved, "".join(shown)
+    if original is None:
+        with open(path, encoding="utf-8", newline="") as f:
+            original = f.read()
+    before = original
+    after, where = pin_text(before, cells.get(None, set()))
+    moved.update({(path, None, *old): (path, None, *new) for old, new in where.items()})
+    return before, after, moved, _diff(path, before, after)
+
+
+def write(path: str, text: str) -> None:
+    with open(path, "w", encoding="utf-8", newline="") as f:
+        f.write(text)
+
+
+def _diff(name: str, before: str, after: str) -> str:
+    return "".join(difflib.unified_diff(before.splitlines(keepends=True), after.splitlines(keepends=True),
+                                        fromfile=name, tofile=name))

@@ -1,15 +1,24 @@
-"""Findings and how they read."""
+"""Findings, and the report in its two forms: text for people, JSON for tools.
+
+The JSON form is versioned (``"version"``); fields are only ever added within
+a version.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import List, Optional
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from .operations import CUDA, WHAT
+
+JSON_VERSION = 2
 
 
 @dataclass
 class Finding:
+    """One line that breaks (or changes meaning) when predict returns tensors."""
+
     path: str
     line: int
     operation: str
@@ -31,3 +40,35 @@ class SourceCall:
     path: str
     line: int  # in the scanned text (notebooks: the cells joined)
     col: int
+
+
+def json_report(findings: Sequence[Finding], files: int, errors: Sequence[Tuple[str, str]],
+            sources: Sequence[Tuple[str, Optional[str]]], unscanned: Dict[str, List[str]]) -> str:
+    """The report as JSON (version 2)."""
+    return json.dumps({
+        "version": JSON_VERSION,
+        "files": files,
+        "findings": [asdict(f) for f in findings],
+        # every source of a finding: whether --fix pins it, or why not
+        "sources": [{"at": at, "fix": "pin" if why is None else "hand", "why": why} for at, why in sources],
+        # modules the scan did not read that results reach: module -> ["path:line", ...]
+        "unscanned_modules": unscanned,
+        "errors": [{"path": p, "error": e} for p, e in errors],
+    }, indent=1)
+
+
+def text_report(findings: Sequence[Finding], files: int, errors: Sequence[Tuple[str, str]],
+            sources: Sequence[Tuple[str, Optional[str]]], unscanned: Dict[str, List[str]]) -> str:
+    lines = [f.format() for f in findings]
+    if unscanned:
+        lines.append(f"results reach {len(unscanned)} module(s) the audit did not read (scan them too for a "
+                     "precise answer):")
+        lines += [f"  {module}: {', '.join(calls)}" for module, calls in unscanned.items()]
+    if sources:
+        hand = sum(1 for _, why in sources if why is not None)
+        lines.append(f"{len(sources)} predict call(s) feed these lines: audit --fix pins {len(sources) - hand}, "
+                     f"{hand} need(s) a hand fix")
+    summary = f"{len(findings)} finding(s) in {files} file(s)"
+    if errors:
+        summary += f"; {len(errors)} path(s) could not be scanned (see above)"
+    return "\n".join(lines + [summary])

@@ -215,8 +215,8 @@ def build_parser() -> argparse.ArgumentParser:
     audit.add_argument(
         "--fix",
         action="store_true",
-        help="add as_numpy=True to every predict call whose results reach numpy code, then audit again "
-        "(needs libcst: the migrate extra)",
+        help="add as_numpy=True to every predict call whose results reach numpy code and whose receiver is "
+        "known to be a patched predictor; list the others as hand fixes; then audit again",
     )
     audit.add_argument("--diff", action="store_true", help="print the change --fix would make; write nothing")
     kpi = sub.add_parser("kpi", help="a report of KPI JSON-lines files (SAMGPU_KPI_FILE)", formatter_class=fmt)
