@@ -228,12 +228,18 @@ def annotation_names(node: Optional[ast.AST]) -> List[str]:
 
 
 def module_name(path: str, root: str) -> str:
-    """The dotted name of ``path`` under the scan root ``root``."""
+    """The dotted name of ``path`` under the scan root ``root``; a root that is a
+    package itself (its ``__init__.py``, and its parents') names it too."""
     rel = os.path.relpath(path, root) if os.path.isdir(root) else os.path.basename(path)
     parts = list(os.path.splitext(rel)[0].split(os.sep))
     if parts and parts[-1] == "__init__":
-        parts = parts[:-1] or [os.path.basename(os.path.dirname(os.path.abspath(path)))]
-    return ".".join(p for p in parts if p and p != ".")
+        parts = parts[:-1]
+    package: List[str] = []
+    folder = os.path.abspath(root if os.path.isdir(root) else os.path.dirname(path) or ".")
+    while os.path.exists(os.path.join(folder, "__init__.py")):
+        package.insert(0, os.path.basename(folder))
+        folder = os.path.dirname(folder)
+    return ".".join(p for p in package + parts if p and p != ".") or os.path.splitext(os.path.basename(path))[0]
 
 
 def load(path: str, name: Optional[str] = None) -> ModuleInfo:
