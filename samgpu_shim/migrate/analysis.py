@@ -10,6 +10,7 @@ from typing import Iterable, List, Sequence, Tuple
 from .index import ModuleInfo, files_under, load, module_name
 from .kinds import CLEAN
 from .project import Project
+from .relevance import relevant
 from .report import Finding
 from .statements import Scope
 
@@ -23,6 +24,7 @@ def analyse(modules: Sequence[ModuleInfo]) -> Project:
     project = Project(list(modules))
     for module in project.modules:
         module.reset()
+    wanted = relevant(project.modules)
     for _ in range(MAX_ROUNDS):
         project.rounds += 1
         project.changed = False
@@ -34,7 +36,8 @@ def analyse(modules: Sequence[ModuleInfo]) -> Project:
         project.unscanned_calls.clear()
         for module in project.modules:
             top = Scope(project, module, None, None)
-            top.run(module.tree.body)
+            if id(module.tree) in wanted:
+                top.run(module.tree.body)
             for name, t in top.env.items():
                 if t - module.globals.get(name, CLEAN):
                     module.globals[name] = module.globals.get(name, CLEAN) | t
@@ -50,6 +53,8 @@ def analyse(modules: Sequence[ModuleInfo]) -> Project:
             for func in list(module.functions.values()) + [
                 m for c in module.classes.values() for m in c.methods.values()
             ]:
+                if id(func.node) not in wanted:
+                    continue
                 internal = func.cls is not None and func.is_method and func.cls.internal(func.name)
                 project.summary(func, (), ("self",) if func.is_method else (), silent=internal)
         if not project.changed:
@@ -75,7 +80,7 @@ def sorted_findings(findings: Iterable[Finding]) -> List[Finding]:
 
 def audit_source(source: str, path: str = "<string>") -> List[Finding]:
     """Findings for one Python source text."""
-    module = ModuleInfo(path, ast.parse(source, filename=path))
+    module = ModuleInfo(path, ast.parse(source, filename=path), source=source)
     return sorted_findings(analyse([module]).findings.values())
 
 

@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import ast
 import os
-from typing import Dict, List, Optional, Set, Tuple
+import re
+from typing import Dict, FrozenSet, List, Optional, Set, Tuple
 
 from .names import Taint, dotted_name
 from .notebooks import code_cells
 
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _ANNOTATION_WRAPPERS = frozenset({"Optional", "Union", "Annotated", "Final", "ClassVar"})
 
 
@@ -116,9 +118,10 @@ class ModuleInfo:
     """One scanned file (a notebook's code cells are one module)."""
 
     def __init__(self, path: str, tree: ast.Module, cells: Optional[List[Tuple[int, int]]] = None,
-                 name: Optional[str] = None) -> None:
+                 name: Optional[str] = None, source: Optional[str] = None) -> None:
         self.path = path
         self.tree = tree
+        self.source = source if source is not None else ast.unparse(tree)
         self.cells = cells  # notebooks: scanned line -> (cell, line in cell)
         self.stem = os.path.splitext(os.path.basename(path))[0]
         # the dotted name Python would import it by, as far as the scan root tells
@@ -129,6 +132,7 @@ class ModuleInfo:
         self.globals: Dict[str, Taint] = {}
         self.global_kinds: Dict[str, object] = {}
         self._aliases: Optional[Dict[str, str]] = None
+        self._identifiers: Optional[FrozenSet[str]] = None
         for node in tree.body:
             self._collect(node)
 
@@ -156,6 +160,13 @@ class ModuleInfo:
                         if alias.name != "*" and base:
                             self._aliases[alias.asname or alias.name] = f"{base}.{alias.name}"
         return self._aliases
+
+    @property
+    def identifiers(self) -> FrozenSet[str]:
+        """Every identifier in the text (what the relevance pass looks for first)."""
+        if self._identifiers is None:
+            self._identifiers = frozenset(_IDENTIFIER.findall(self.source))
+        return self._identifiers
 
     @property
     def imports_torch(self) -> bool:
@@ -259,10 +270,11 @@ def load(path: str, name: Optional[str] = None) -> ModuleInfo:
             for number, line in enumerate(cell_lines, start=1):
                 lines.append(line)
                 where.append((cell, number))
-        return ModuleInfo(path, ast.parse("\n".join(lines), filename=path), where, name)
+        text = "\n".join(lines)
+        return ModuleInfo(path, ast.parse(text, filename=path), where, name, text)
     with open(path, encoding="utf-8") as f:
         source = f.read()
-    return ModuleInfo(path, ast.parse(source, filename=path), None, name)
+    return ModuleInfo(path, ast.parse(source, filename=path), None, name, source)
 
 
 def files_under(path: str) -> List[str]:

@@ -66,7 +66,7 @@ class Project:
 
     def _find_forks(self) -> None:
         for m in self.modules:
-            if "patch" not in m.aliases and "samgpu_shim" not in m.aliases:
+            if "samgpu_shim" not in m.source or "patch" not in m.source:
                 continue
             for node in ast.walk(m.tree):
                 if isinstance(node, ast.Call) and m.qualify(dotted_name(node.func)) == "samgpu_shim.patch":

@@ -176,8 +176,10 @@ class BaseScope:
             if kind is not None and known != kind and known != K.MIXED:
                 # two writers that disagree: nothing is assumed of the attribute
                 joined = kind if known is None else K.join(known, kind)
-                cls.attr_kinds[target.attr] = K.MIXED if joined is None else joined
-                self.p.changed = True
+                joined = K.MIXED if joined is None else joined
+                if joined != known:
+                    cls.attr_kinds[target.attr] = joined
+                    self.p.changed = True
             return
         name = dotted_name(target)
         if name:

@@ -1,0 +1,111 @@
+"""Which bodies the analysis needs to run on its own: a cheap pass by names.
+
+Taint starts at predict calls and leaves a body by four roads: its return
+value (to the bodies that call it), the attributes it writes (to the bodies
+that read them), the queues it puts into (to the bodies that get from a
+queue of that name) and, at a module's top level, its globals (to that
+module's functions). A body is relevant when it calls a source method or stands at the
+end of one of those roads from a relevant body. The bodies that store what a
+relevant body calls predict on (``self.predictor = SamPredictor(sam)``) are
+relevant too: they decide whether the call is a source and whether --fix may
+pin it. Every other function is analysed only when a relevant body calls it.
+A file whose text names nothing relevant is not walked, so a tree without a
+predict call costs its parsing and nothing more.
+"""
+
+from __future__ import annotations
+
+import ast
+from typing import Dict, Iterable, List, Set, Tuple
+
+from .entry_points import PREDICT_METHODS
+from .index import ModuleInfo
+from .names import last_name
+from .operations import CHANNEL_GET, CHANNEL_PUT
+
+
+class _Names:
+    """What one body calls, reads and writes, by name."""
+
+    def __init__(self, nodes: Iterable[ast.AST], top_level: bool) -> None:
+        self.calls: Set[str] = set()
+        self.attr_loads: Set[str] = set()
+        self.attr_stores: Set[str] = set()
+        self.name_loads: Set[str] = set()
+        self.name_stores: Set[str] = set()  # globals, at a module's top level
+        self.receivers: Set[str] = set()  # what predict is called on: its last name
+        self.puts: Set[str] = set()  # queues written and read (by the queue's name)
+        self.gets: Set[str] = set()
+        for top in nodes:
+            for node in ast.walk(top):
+                if isinstance(node, ast.Call):
+                    func = node.func
+                    if isinstance(func, ast.Name):
+                        self.calls.add(func.id)
+                    elif isinstance(func, ast.Attribute):
+                        self.calls.add(func.attr)
+                        if func.attr in CHANNEL_PUT or func.attr in CHANNEL_GET:
+                            (self.puts if func.attr in CHANNEL_PUT else self.gets).add(last_name(func.value))
+                        if func.attr in PREDICT_METHODS:
+                            receiver = func.value
+                            while isinstance(receiver, ast.Call):
+                                receiver = receiver.func
+                            self.receivers.add(receiver.attr if isinstance(receiver, ast.Attribute)
+                                               else getattr(receiver, "id", ""))
+                elif isinstance(node, ast.Attribute):
+                    (self.attr_stores if isinstance(node.ctx, ast.Store) else self.attr_loads).add(node.attr)
+                elif isinstance(node, ast.Name):
+                    if not isinstance(node.ctx, ast.Store):
+                        self.name_loads.add(node.id)
+                    elif top_level:
+                        self.name_stores.add(node.id)
+
+
+Body = Tuple[ast.AST, str, str, _Names]  # node, its name, its class's name, names
+
+
+def _bodies(module: ModuleInfo) -> List[Body]:
+    top = [n for n in module.tree.body if not isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))]
+    out: List[Body] = [(module.tree, "", "", _Names(top, True))]
+    for func in module.functions.values():
+        out.append((func.node, func.name, "", _Names([func.node], False)))
+    for cls in module.classes.values():
+        for method in cls.methods.values():
+            out.append((method.node, method.name, cls.name, _Names([method.node], False)))
+    return out
+
+
+def relevant(modules: Iterable[ModuleInfo]) -> Set[int]:
+    """The ids of the relevant bodies (function nodes, module trees)."""
+    modules = list(modules)
+    called: Set[str] = set(PREDICT_METHODS)  # relevant functions, methods and classes, called by these names
+    attributes: Set[str] = set()  # written by relevant bodies
+    receivers: Set[str] = set()  # what relevant bodies call predict on
+    channels: Set[str] = set()  # queues relevant bodies put into
+    globals_: Dict[str, Set[str]] = {}  # module path -> globals its relevant top level binds
+    found: Set[int] = set()
+    indexed: Dict[str, List[Body]] = {}
+    while True:
+        words = called | attributes | receivers | channels
+        grew = False
+        for module in modules:
+            if module.path not in indexed:
+                if module.identifiers.isdisjoint(words):
+                    continue
+                indexed[module.path] = _bodies(module)
+            local = globals_.get(module.path, set())
+            for node, name, owner, info in indexed[module.path]:
+                if id(node) in found:
+                    continue
+                if not (info.calls & called or info.attr_loads & attributes or info.name_loads & local
+                        or (info.attr_stores | info.name_stores) & receivers or info.gets & channels):
+                    continue
+                found.add(id(node))
+                grew = True
+                called |= {n for n in (name, owner) if n and not n.startswith("__")}
+                attributes |= info.attr_stores
+                receivers |= info.receivers
+                channels |= info.puts
+                globals_.setdefault(module.path, set()).update(info.name_stores)
+        if not grew:
+            return found
