@@ -428,6 +428,27 @@ def test_code_that_already_handles_tensors_is_not_reported():
     ) == [(19, ".astype()"), (19, "np.argmax()")]
 
 
+def test_code_written_for_both_modes_and_to_numpy_are_not_reported():
+    assert _ops(
+        """
+        import json
+        import numpy as np
+        import samgpu_shim
+        import torch
+        def either(predictor, box):
+            masks, scores, logits = predictor.predict(box=box)
+            if isinstance(masks, np.ndarray):  # rolled back: all three are numpy here
+                return np.argmax(scores), masks.astype(np.uint8), logits.copy()
+            return scores.argmax(), masks.to(torch.uint8), logits.clone()
+        def boundary(predictor, box):
+            masks, scores, _ = predictor.predict(box=box)
+            host = samgpu_shim.to_numpy(scores)
+            packet = samgpu_shim.to_numpy({"mask": masks[0], "score": scores[0]})
+            return host.astype(int), json.dumps(packet), np.argmax(scores)
+        """
+    ) == [(15, "np.argmax()")]
+
+
 def test_a_predictor_stored_under_another_name_is_followed():
     assert _ops(
         """

@@ -39,6 +39,9 @@ class Calls(LibraryCalls):
             recv_t, recv_k = self._eval(func.value)
         elif not isinstance(func, ast.Name):
             self._eval(func)
+        qualified = self.qualify(func)
+        if qualified and qualified.split(".")[0] == "samgpu_shim":  # the shim's own API, even when scanned
+            return self.library_call(node, qualified, self._args(node), CLEAN)
         target = self._project_callable(func, recv_t, recv_k)
         if target is not None:
             return self._run_project(node, target)
@@ -57,7 +60,6 @@ class Calls(LibraryCalls):
             if as_numpy_kw(node) is not None:
                 # pinned already (by hand or by --fix): what --fix checks after editing
                 self.p.note_receiver(self.m.path, node, self.receiver(node, recv_k))
-        qualified = self.qualify(func)
         if qualified:
             made = self._constructed(qualified)
             if made is not None:
@@ -146,10 +148,12 @@ class Calls(LibraryCalls):
             module_name, _, name = qualified.rpartition(".")
             other = self.p.module_named(module_name)
             if other is not None:
-                if name in other.functions:
-                    return other.functions[name], False, None, False
-                if name in other.classes and self.predictor_class(other.classes[name]) is None:
-                    return self.p.method(other.classes[name], "__init__"), True, other.classes[name], False
+                found = self.p.function(other, name)  # defined there, or imported there from scanned code
+                if found is not None:
+                    return found, False, None, False
+                cls = self.p.cls(other, name)
+                if cls is not None and self.predictor_class(cls) is None:
+                    return self.p.method(cls, "__init__"), True, cls, False
             return None
         if func.attr in PREDICT_METHODS or base_t or base_k is not None:
             return None

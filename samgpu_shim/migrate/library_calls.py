@@ -49,6 +49,8 @@ class LibraryCalls(Expressions):
         short = qualified.rsplit(".", 1)[-1]
         if top == "numpy":
             return self._numpy_call(node, short, shown, arg_taint)
+        if top == "samgpu_shim":  # to_numpy converts; the rest takes no result
+            return CLEAN, K.NUMPY if short == "to_numpy" else None
         if top == "torch":
             if short in SCALAR_METHODS and len(node.args) == 1 and not node.keywords:
                 return arg_taint, K.SCALAR if arg_taint else K.TORCH

@@ -125,14 +125,18 @@ class Scope(Calls):
                 self.merge(before, self.snapshot())
             self.run(node.orelse)
             return
+        guarded = tensor_guard(node.test)  # type: ignore[attr-defined]
+        if guarded and not guarded[1]:
+            self._numpy_arm(guarded[0])
         self.run(node.body)  # type: ignore[attr-defined]
         after_body = self.snapshot()
         self.restore(before)
+        if guarded and guarded[1]:
+            self._numpy_arm(guarded[0])
         self.run(node.orelse)  # type: ignore[attr-defined]
         after_else = self.snapshot()
         # ``if isinstance(x, torch.Tensor): x = x.cpu().numpy()``: on the
         # other arm x was never a tensor, so only the converting arm counts
-        guarded = tensor_guard(node.test)  # type: ignore[attr-defined]
         if guarded:
             name, tensor_arm_is_body = guarded
             tensor_arm = after_body if tensor_arm_is_body else after_else
@@ -140,6 +144,15 @@ class Scope(Calls):
             if not tensor_arm[0].get(name, CLEAN):
                 other_arm[0][name] = CLEAN
         self.merge(after_body, after_else)
+
+    def _numpy_arm(self, name: str) -> None:
+        """The arm of ``isinstance(masks, np.ndarray)`` where ``masks`` is not a
+        tensor: the predict call it came from returned numpy (rolled back), so
+        nothing from that call is a tensor there, ``scores`` and ``logits`` too."""
+        came_from = self.lookup(name)
+        if came_from:
+            self.env = {k: t - came_from for k, t in self.env.items()}
+            self.kinds[name] = K.NUMPY
 
     def _target_sinks(self, target: ast.AST, value: Taint = CLEAN, kind: Kind = None) -> None:
         """Sinks inside an assignment target: ``image[mask] = color`` (the index is
