@@ -36,6 +36,23 @@ def test_corpus_exact_recall_and_precision():
     assert not extra, f"false alarms: {sorted(extra, key=str)}"
 
 
+def test_the_relevance_pass_drops_nothing(monkeypatch):
+    """Bodies skipped by the pass by names hold no result: the corpus gives the
+    same findings and the same receivers with every body analysed."""
+    from samgpu_shim.migrate import analysis
+
+    first, _ = scan([str(CORPUS)])
+    every = lambda modules: {id(m.tree) for m in modules} | {  # noqa: E731
+        id(f.node) for m in modules for f in [*m.functions.values(), *(x for c in m.classes.values()
+                                                                          for x in c.methods.values())]}
+    monkeypatch.setattr(analysis, "relevant", every)
+    second, _ = scan([str(CORPUS)])
+    assert set(first.findings) == set(second.findings) and first.receivers == second.receivers
+    from samgpu_shim.migrate.relevance import relevant
+
+    assert len(relevant(first.modules)) < len(every(first.modules))
+
+
 def test_notebook_findings_name_cells():
     findings = audit_path(str(CORPUS / "notebook.ipynb"))
     assert {(f.cell, f.line, f.operation) for f in findings} == {(3, 2, "plt.imshow()"), (3, 3, "np.save()")}

@@ -21,7 +21,7 @@ from typing import Dict, Iterable, List, Set, Tuple
 from .entry_points import PREDICT_METHODS
 from .index import ModuleInfo
 from .names import last_name
-from .operations import CHANNEL_GET, CHANNEL_PUT
+from .operations import CHANNEL_GET, CHANNEL_PUT, CONTAINER_ADDERS
 
 
 class _Names:
@@ -36,6 +36,7 @@ class _Names:
         self.receivers: Set[str] = set()  # what predict is called on: its last name
         self.puts: Set[str] = set()  # queues written and read (by the queue's name)
         self.gets: Set[str] = set()
+        self.top_level = top_level
         for top in nodes:
             for node in ast.walk(top):
                 if isinstance(node, ast.Call):
@@ -44,6 +45,8 @@ class _Names:
                         self.calls.add(func.id)
                     elif isinstance(func, ast.Attribute):
                         self.calls.add(func.attr)
+                        if func.attr in CONTAINER_ADDERS:  # self.history.append(x) writes history
+                            self._written(func.value)
                         if func.attr in CHANNEL_PUT or func.attr in CHANNEL_GET:
                             (self.puts if func.attr in CHANNEL_PUT else self.gets).add(last_name(func.value))
                         if func.attr in PREDICT_METHODS:
@@ -52,6 +55,8 @@ class _Names:
                                 receiver = receiver.func
                             self.receivers.add(receiver.attr if isinstance(receiver, ast.Attribute)
                                                else getattr(receiver, "id", ""))
+                elif isinstance(node, ast.Subscript) and isinstance(node.ctx, ast.Store):
+                    self._written(node.value)  # self.cache[key] = x writes cache
                 elif isinstance(node, ast.Attribute):
                     (self.attr_stores if isinstance(node.ctx, ast.Store) else self.attr_loads).add(node.attr)
                 elif isinstance(node, ast.Name):
@@ -59,6 +64,14 @@ class _Names:
                         self.name_loads.add(node.id)
                     elif top_level:
                         self.name_stores.add(node.id)
+
+    def _written(self, node: ast.AST) -> None:
+        while isinstance(node, ast.Subscript):
+            node = node.value
+        if isinstance(node, ast.Attribute):
+            self.attr_stores.add(node.attr)
+        elif isinstance(node, ast.Name) and self.top_level:
+            self.name_stores.add(node.id)
 
 
 Body = Tuple[ast.AST, str, str, _Names]  # node, its name, its class's name, names
