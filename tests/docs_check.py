@@ -77,8 +77,22 @@ class Quote:
     source: str  # where the figures come from, for the failure message
 
 
+class Fig(str):
+    """A figure as shown, with the measurement it shows (``key``) and its unrounded value."""
+
+    key: str
+    raw: float
+
+
+def fig(key: str, raw: float, decimals: int = 0, shown: Optional[str] = None) -> Fig:
+    """A named measurement, shown with ``decimals`` decimals (or as ``shown``)."""
+    out = Fig(shown if shown is not None else f(raw, decimals) if decimals > 0 else str(round(raw)))
+    out.key, out.raw = key, raw
+    return out
+
+
 def quote(page_name: str, template: str, *values: object, source: str) -> Quote:
-    return Quote(page_name, template, tuple(str(v) for v in values), source)
+    return Quote(page_name, template, tuple(v if isinstance(v, str) else str(v) for v in values), source)
 
 
 def _literal(text: str) -> str:

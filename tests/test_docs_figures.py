@@ -386,3 +386,46 @@ def test_an_unsourced_figure_is_found():
     assert unsourced(name, [], text) == [f"{name}:{text.count(chr(10))}: 4.2 in 'On an H100 the call takes 4.2 ms.'"]
     marked = dc.page(name) + "\nOn an H100 the call takes 4.2 ms (an estimate, not from a results file).\n"
     assert unsourced(name, [], marked) == []
+
+
+# --- one measurement, one figure on every page ---------------------------------------------
+
+
+def measurements(quotes) -> Dict[str, List[Tuple[str, dc.Fig]]]:
+    """Named measurements of the quotes: key -> (page, figure as shown) wherever it is quoted."""
+    out: Dict[str, List[Tuple[str, dc.Fig]]] = {}
+    for q in quotes:
+        for value in q.values:
+            if isinstance(value, dc.Fig):
+                out.setdefault(value.key, []).append((q.page, value))
+    return out
+
+
+def quoted_differently(quotes) -> List[str]:
+    out = []
+    for key, shown in measurements(quotes).items():
+        raws = {round(v.raw, 9) for _, v in shown}
+        if len(raws) > 1:
+            out.append(f"{key}: quoted from different values {sorted(raws)} on {sorted({p for p, _ in shown})}")
+    return out
+
+
+def test_one_measurement_is_quoted_alike_on_every_page():
+    # Every figure of a page is a quote (test_every_figure_has_a_source) computed from its results
+    # file; a measurement quoted on several pages is named, and all its quotes must come from one
+    # value, whatever their rounding (README's 100.2 ms and the images page's 100.20 ms).
+    named = measurements(docs_quotes.QUOTES)
+    across = {key for key, shown in named.items() if len({p for p, _ in shown}) > 1}
+    assert len(across) >= 12, sorted(across)
+    assert quoted_differently(docs_quotes.QUOTES) == []
+
+
+def test_another_runs_figure_under_the_same_name_is_caught():
+    # run 27's hiera_l upstream loop (105.48 ms) quoted as the measurement run 28 gave (100.20 ms)
+    wrong = dc.fig(
+        "hiera_l loop: upstream p50 (run 28)",
+        dc.frame_rows("frames-h100-run27-sam2.json")["upstream (numpy frame, host preprocessing)"]["p50_ms"],
+        1,
+    )
+    quotes = list(docs_quotes.QUOTES) + [dc.quote("README.md", "upstream {} ms", wrong, source="run 27")]
+    assert any(m.startswith("hiera_l loop: upstream p50 (run 28)") for m in quoted_differently(quotes))
