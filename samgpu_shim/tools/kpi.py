@@ -3,7 +3,7 @@
 Reads the files ``SAMGPU_KPI_FILE`` (or any handler writing the events'
 JSON) produced: plain or ``.gz``, several at once, rotated logs put in time
 order by their first event. One pass, streaming: memory does not grow with
-the file (latency percentiles come from fixed log-spaced buckets, about 2%
+the file (latency percentiles come from fixed log-spaced buckets, about 6%
 wide; maxima are exact). Malformed or truncated lines are counted and
 reported with the first line number, never fatal.
 
