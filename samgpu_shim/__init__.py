@@ -11,6 +11,7 @@ import logging
 from ._config import (
     ENV_AS_NUMPY,
     ENV_AS_NUMPY_MODULES,
+    ENV_COMPILE_DIR,
     ENV_CUDA_GRAPHS,
     ENV_DISABLE,
     ENV_ENCODER,
@@ -32,6 +33,7 @@ from ._version import __version__
 __all__ = [
     "ENV_AS_NUMPY",
     "ENV_AS_NUMPY_MODULES",
+    "ENV_COMPILE_DIR",
     "ENV_CUDA_GRAPHS",
     "ENV_DISABLE",
     "ENV_ENCODER",
