@@ -197,7 +197,7 @@ def plot_row(path: Path, title: str, frames: List[Dict[str, Any]], dropped: List
     ax.set_ylabel("ms")
     ax.set_ylim(bottom=-2)
     ax.set_title(title, fontsize=9)
-    ax.legend(fontsize=7, ncol=3, loc="upper right")
+    ax.legend(fontsize=7, ncol=6, loc="upper center", bbox_to_anchor=(0.5, -0.2), frameon=False)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
@@ -215,7 +215,7 @@ def prime(loop: Orchestrator, size: Tuple[int, int], count: int) -> None:
     loop._reset_tracking()
 
 
-def run_mode(mode: str, predictor: Any, args: argparse.Namespace, size: Tuple[int, int],
+def run_mode(mode: str, objects: int, predictor: Any, args: argparse.Namespace, size: Tuple[int, int],
              source: Optional[Tuple[subprocess.Popen, int, Path]] = None) -> Dict[str, Any]:
     samgpu_shim.configure(**{**RESET, **SETTINGS[mode]})
     if source is None:
@@ -223,10 +223,10 @@ def run_mode(mode: str, predictor: Any, args: argparse.Namespace, size: Tuple[in
         process, port = start_source(args, size, out)
     else:
         process, port, out = source
-    seeds = seed_points(args.objects, size)
+    seeds = seed_points(objects, size)
     loop = Orchestrator(predictor, port=port, deadline_ms=args.deadline_ms, legacy=(mode == "numpy"),
                         instrument=True, gc_mode=args.gc, switch_interval_ms=args.switch_interval_ms,
-                        **({"seed_point": seeds[0]} if args.objects == 1 and not args.batched_one
+                        **({"seed_point": seeds[0]} if objects == 1 and not args.batched_one
                            else {"seed_points": seeds}))
     started_prime = time.perf_counter()
     prime(loop, size, args.prime)
@@ -238,11 +238,10 @@ def run_mode(mode: str, predictor: Any, args: argparse.Namespace, size: Tuple[in
     finally:
         loop.stop()
         samgpu_shim.configure(**RESET)
-    wall = time.perf_counter() - ready
     data = json.loads(out.read_text())
     latencies = {int(k): v for k, v in data["latency_ms"].items()}
     sent = args.frames - len(data["unsent"])
-    row: Dict[str, Any] = {"mode": mode, "objects": args.objects, "fps": args.fps, "frames": args.frames}
+    row: Dict[str, Any] = {"mode": mode, "objects": objects, "fps": args.fps, "frames": args.frames}
     row.update(summarise(latencies, loop, args, sent, args.frames / args.fps))
     frames = frame_rows(latencies, loop, {})
     row["prime_s"] = round(ready - started_prime, 3)
@@ -271,7 +270,6 @@ def run_mode(mode: str, predictor: Any, args: argparse.Namespace, size: Tuple[in
             "steady_p50_ms": round(percentile(steady, 50), 3) if steady else None,
             "first_at_steady": bool(first is not None and steady and latencies[first] <= 1.3 * percentile(steady, 50)),
         }
-    del wall
     return row
 
 
@@ -296,7 +294,8 @@ def main() -> None:
     parser.add_argument("--size", default="192x256", help="frame HEIGHTxWIDTH (default 192x256)")
     parser.add_argument("--fps", "--rate", type=float, default=30.0, help="frames per second sent")
     parser.add_argument("--frames", type=int, default=300)
-    parser.add_argument("--objects", type=int, default=1, help="structures followed per frame (one prompt each)")
+    parser.add_argument("--objects", type=int, nargs="+", default=[1],
+                        help="structures followed per frame, one prompt each (several values: one row each)")
     parser.add_argument("--batched-one", action="store_true",
                         help="with --objects 1, take the batched path anyway (as for several structures)")
     parser.add_argument("--deadline-ms", type=float, default=33.0)
@@ -320,10 +319,10 @@ def main() -> None:
     parser.add_argument("--out", help="directory for the full JSON (every frame) and one plot per mode")
     parser.add_argument("--tag", default="", help="prefix of the files written under --out")
     args = parser.parse_args()
-    if args.objects < 1:
+    if min(args.objects) < 1:
         parser.error("--objects must be at least 1")
-    if args.warm_start and len(args.modes) != 1:
-        parser.error("--warm-start measures one mode")
+    if args.warm_start and (len(args.modes) != 1 or len(args.objects) != 1):
+        parser.error("--warm-start measures one mode and one --objects value")
     size = tuple(int(v) for v in args.size.lower().split("x"))
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
                           ("cpu" if args.device == "auto" else args.device))
@@ -343,7 +342,7 @@ def main() -> None:
         report = aot.prepare(predictor, size)
         print(json.dumps({**report, "seconds": round(time.perf_counter() - started, 1)}))
         os._exit(0)
-    rows = [run_mode(mode, predictor, args, size, source) for mode in args.modes]
+    rows = [run_mode(mode, k, predictor, args, size, source) for k in args.objects for mode in args.modes]
     env = {"device": str(device), "device_name": torch.cuda.get_device_name(device) if device.type == "cuda"
            else platform.processor() or platform.machine(), "torch": torch.__version__,
            "cuda": torch.version.cuda, "python": platform.python_version(), "shim": samgpu_shim.__version__,
@@ -352,17 +351,18 @@ def main() -> None:
            "switch_interval_ms": args.switch_interval_ms,
            "alloc_conf": os.environ.get("PYTORCH_CUDA_ALLOC_CONF", "")}
     print(f"{env['model']} on {env['device_name']}, frames {size[0]}x{size[1]} at {args.fps:g}/s, "
-          f"{args.objects} structure(s), deadline {args.deadline_ms:g} ms")
-    print(f"{'mode':<12} {'sent':>5} {'answered':>8} {'dropped':>7} {'late':>5} {'p50 ms':>8} {'p99 ms':>8} "
+          f"deadline {args.deadline_ms:g} ms")
+    print(f"{'mode':<12} {'K':>2} {'sent':>5} {'answered':>8} {'dropped':>7} {'late':>5} {'p50 ms':>8} {'p99 ms':>8} "
           f"{'p99/p50':>7}  tail grows in")
     for r in rows:
         causes = ", ".join(f"{k} +{v:.1f}" for k, v in list(r["tail"].get("excess_ms", {}).items())[:3])
-        print(f"{r['mode']:<12} {r['frames_sent']:>5} {r['answered']:>8} {r['dropped']:>7} "
+        print(f"{r['mode']:<12} {r['objects']:>2} {r['frames_sent']:>5} {r['answered']:>8} {r['dropped']:>7} "
               f"{r['late_over_deadline']:>5} {r['e2e_p50_ms']:>8.2f} {r['e2e_p99_ms']:>8.2f} "
               f"{r['p99_over_p50'] or float('nan'):>7.2f}  {causes}")
         if "warm_start" in r:
             print(f"  warm start: {json.dumps(r['warm_start'])}")
     if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         with open(args.json, "w") as fh:
             json.dump({"environment": env, "rows": [{k: v for k, v in r.items() if k != "frames_detail"}
                                                     for r in rows]}, fh, indent=1)
@@ -370,15 +370,15 @@ def main() -> None:
     if args.out:
         directory = Path(args.out)
         directory.mkdir(parents=True, exist_ok=True)
-        stem = f"{args.tag}{args.model}-{args.fps:g}fps-{args.objects}obj"
+        stem = f"{args.tag}{args.model}-{args.fps:g}fps"
         with open(directory / f"{stem}.json", "w") as fh:
             json.dump({"environment": env, "rows": rows}, fh)
         for r in rows:
-            title = (f"{args.model}, {size[0]}x{size[1]} at {args.fps:g}/s, {args.objects} structure(s), {r['mode']}: "
+            title = (f"{args.model}, {size[0]}x{size[1]} at {args.fps:g}/s, {r['objects']} structure(s), {r['mode']}: "
                      f"{r['answered']}/{r['frames_sent']} answered, p50 {r['e2e_p50_ms']:.1f} ms, "
                      f"p99 {r['e2e_p99_ms']:.1f} ms")
-            plot_row(directory / f"{stem}-{r['mode']}.png", title, r["frames_detail"], r["dropped_ids"],
-                     args.deadline_ms)
+            plot_row(directory / f"{stem}-{r['objects']}obj-{r['mode']}.png", title, r["frames_detail"],
+                     r["dropped_ids"], args.deadline_ms)
         print(f"saved {directory / stem}.json and {len(rows)} plot(s)")
     sys.stdout.flush()
     os._exit(0)  # daemon threads of the last loop: leave without waiting for them

@@ -286,12 +286,12 @@ def main() -> None:
     args = parser.parse_args()
     size = tuple(int(v) for v in args.size.lower().split("x"))
     server = FrameServer(args.port, args.fps, args.frames, size)  # type: ignore[arg-type]
-    if not args.live:
-        server.prepack()
     if args.print_port:
         print(f"port {server.port}", flush=True)
     else:
         print(f"listening on 127.0.0.1:{server.port}; waiting for a client", flush=True)
+    if not args.live:  # while the client gets ready
+        server.prepack()
     server.wait_connected(timeout=3600)
     server.stream()
     server.wait_answers()

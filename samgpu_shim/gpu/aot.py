@@ -164,20 +164,18 @@ class _BFloat16Outputs(torch.nn.Module):
 
 
 def build_package(module: Any, example: torch.Tensor, package: Path) -> None:
-    """Export ``module`` for inputs like ``example`` and compile it with AOTInductor into ``package``."""
-    from torch._inductor import aoti_compile_and_package
+    """Export ``module`` for inputs like ``example`` and compile it with AOTInductor into ``package``.
 
-    from .image import FAST_ATTENTION
+    Called from inside the encoder call of ``fast-compile``, whose context
+    (the fast attention switch) the export sees, so the package holds the
+    fused attention."""
+    from torch._inductor import aoti_compile_and_package
 
     module(example)  # eager once: lazily filled caches (SAM 2's position encodings) hold real tensors
     half = _BFloat16Outputs(copy.deepcopy(module).to(torch.bfloat16)).eval()
-    token = FAST_ATTENTION.set(True)
-    try:
-        with torch.no_grad(), torch.autocast(example.device.type, enabled=False):
-            program = torch.export.export(half, (example,), strict=False)
-            aoti_compile_and_package(program, package_path=str(package))
-    finally:
-        FAST_ATTENTION.reset(token)
+    with torch.no_grad(), torch.autocast(example.device.type, enabled=False):
+        program = torch.export.export(half, (example,), strict=False)
+        aoti_compile_and_package(program, package_path=str(package))
 
 
 def load_package(package: Path) -> Callable[..., Any]:

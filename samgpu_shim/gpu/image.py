@@ -57,6 +57,8 @@ def relative_index_on(device: torch.device, q_size: int, k_size: int) -> torch.T
         host = _relative_index(q_size, k_size)
         # A pinned, non-blocking upload: even the first call does not wait.
         on_device = host.pin_memory().to(device, non_blocking=True) if device.type == "cuda" else host
+        if type(on_device) is not torch.Tensor:  # made under a tracer (torch.export): not kept
+            return on_device
         with _index_lock:
             index = _index_cache.setdefault(key, on_device)
     return index
@@ -298,7 +300,9 @@ def _key_one_hots(
     if found is None:
         rows = torch.eye(height, dtype=dtype, device=device)[:, None, :].expand(height, width, height)
         cols = torch.eye(width, dtype=dtype, device=device)[None, :, :].expand(height, width, width)
-        found = _one_hot_cache[key] = (rows.reshape(height * width, height), cols.reshape(height * width, width))
+        found = (rows.reshape(height * width, height), cols.reshape(height * width, width))
+        if type(found[0]) is torch.Tensor:  # not a tracer's stand-in (torch.export): those must not be kept
+            _one_hot_cache[key] = found
     return found
 
 
