@@ -160,7 +160,7 @@ def _replay_predict_torch(predictor: Any, wrapped: Any, bound: dict) -> Any:
             predictor.features = live
 
     key = ("predict_torch", multimask, return_logits, tuple(predictor.input_size), tuple(predictor.original_size),
-           float(predictor.model.mask_threshold), wrapped)
+           float(predictor.model.mask_threshold), getattr(wrapped, "__func__", wrapped))
     work = graphs.Work(prompts=prompts, features=[predictor.features], run=run, key=key)
     return graphs.replay(predictor, work)
 
