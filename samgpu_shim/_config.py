@@ -154,6 +154,12 @@ def _metrics_arg(key: str, value: Any) -> Tuple[str, ...]:
     return names
 
 
+def _path_arg(key: str, value: Any) -> str:
+    if not isinstance(value, (str, os.PathLike)):
+        raise TypeError(f"configure({key}=...) must be a path or None, got {type(value).__name__}")
+    return os.fspath(value)
+
+
 def _cache_size_arg(key: str, value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"configure({key}=...) must be an int >= 1, got {value!r}")
@@ -259,6 +265,15 @@ SETTINGS: Tuple[Setting, ...] = (
         _metrics_arg,
     ),
     Setting(
+        "compile_dir", "SAMGPU_COMPILE_DIR", _path, None, "a directory",
+        "Ahead-of-time encoders for fast-compile: with a directory, SAMGPU_ENCODER=fast-compile runs the image "
+        "encoder from an AOTInductor package kept there, one per model (weights included), input size, GPU, CUDA, "
+        "torch and shim version. A missing package is built on first use (minutes; or beforehand with "
+        "examples/igt/demo.py --build-only); one whose manifest does not match is rebuilt, never used. Unset: "
+        "fast-compile compiles in the process (torch.compile).",
+        _path_arg,
+    ),
+    Setting(
         "graph_cache_size", None, None, DEFAULT_GRAPH_CACHE_SIZE, "an int >= 1",
         "Captured graphs kept per predictor in graph mode (least recently used out).",
         _cache_size_arg, none_resets=False,
@@ -290,9 +305,12 @@ ENV_METRICS = "SAMGPU_METRICS"
 """Metrics backends: otel, prometheus."""
 ENV_TRANSFER_GUARD = "SAMGPU_TRANSFER_GUARD"
 """Transfer guard mode: off, allow, log, disallow."""
+ENV_COMPILE_DIR = "SAMGPU_COMPILE_DIR"
+"""Directory of fast-compile's ahead-of-time encoder packages."""
 assert {s.env for s in SETTINGS if s.env} == {
     ENV_AS_NUMPY, ENV_DISABLE, ENV_KPI_FILE, ENV_CUDA_GRAPHS, ENV_AS_NUMPY_MODULES, ENV_KPI_SAMPLE,
     ENV_KPI_DEVICE_TIME, ENV_ENCODER_PRECISION, ENV_ENCODER, ENV_STRICT, ENV_METRICS, ENV_TRANSFER_GUARD,
+    ENV_COMPILE_DIR,
 }
 
 

@@ -23,6 +23,7 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 from link import BadMessage, LinkBroken, image_message, read_message
+from packing import restamp
 
 FRAME_DEVICE = "Image_Probe"
 
@@ -97,6 +98,7 @@ class FrameServer:
         self.fps, self.frames, self.lockstep, self.lockstep_timeout = fps, frames, lockstep, lockstep_timeout
         self.record = Record()
         self.truth: Dict[int, Tuple[float, float]] = {}
+        self._packed: Dict[int, bytes] = {}  # frame id -> message packed ahead of time (prepack)
         self._lock = threading.Lock()
         self._answered = threading.Condition(self._lock)
         self._client: Optional[socket.socket] = None
@@ -176,11 +178,29 @@ class FrameServer:
                     self._answered.wait_for(lambda k=k: len(self.record.replies.get(k, ())) == 2,
                                             timeout=self.lockstep_timeout)
 
+    def prepack(self, first: int = 0, count: Optional[int] = None) -> None:
+        """Render and pack frames ahead of time.
+
+        Rendering a 480x640 phantom and packing it (pyigtl computes the CRC
+        byte by byte) take several ms with the interpreter lock held; done
+        while streaming, that delays the thread that timestamps the replies
+        and so inflates the measured latency. Prepacked, a frame costs a
+        timestamp and a ``sendall``.
+        """
+        count = self.frames - first if count is None else count
+        for k in range(first, first + count):
+            image, centre = self.phantom.frame(k)
+            self.truth[k] = centre
+            self._packed[k] = image_message(image[None], FRAME_DEVICE, 0.0, frame_id=k)
+
     def send_frame(self, k: int) -> bool:
-        image, centre = self.phantom.frame(k)
-        self.truth[k] = centre
         now = time.time()
-        raw = image_message(image[None], FRAME_DEVICE, now, frame_id=k)
+        if k in self._packed:
+            raw = restamp(self._packed.pop(k), now)
+        else:
+            image, centre = self.phantom.frame(k)
+            self.truth[k] = centre
+            raw = image_message(image[None], FRAME_DEVICE, now, frame_id=k)
         with self._lock:
             client = self._client
             if client is None:
@@ -261,6 +281,8 @@ def main() -> None:
     parser.add_argument("--size", default="192x256", help="HEIGHTxWIDTH")
     parser.add_argument("--json", help="save the per-frame latencies and packets here")
     parser.add_argument("--print-port", action="store_true", help="first line of output: 'port N'")
+    parser.add_argument("--live", action="store_true",
+                        help="render and pack each frame when it is sent (default: all ahead of time)")
     args = parser.parse_args()
     size = tuple(int(v) for v in args.size.lower().split("x"))
     server = FrameServer(args.port, args.fps, args.frames, size)  # type: ignore[arg-type]
@@ -268,6 +290,8 @@ def main() -> None:
         print(f"port {server.port}", flush=True)
     else:
         print(f"listening on 127.0.0.1:{server.port}; waiting for a client", flush=True)
+    if not args.live:  # while the client gets ready
+        server.prepack()
     server.wait_connected(timeout=3600)
     server.stream()
     server.wait_answers()

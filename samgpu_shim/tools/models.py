@@ -7,6 +7,7 @@ any weights.
 
 from __future__ import annotations
 
+import contextlib
 from functools import partial
 from typing import Any, Dict
 
@@ -22,14 +23,18 @@ _ARCHS: Dict[str, tuple] = {
 MODEL_NAMES = tuple(_ARCHS)
 
 
-def build_sam(name: str = "tiny", *, seed: int = 0, device: Any = "cpu", image_size: int = 1024) -> Any:
+def build_sam(
+    name: str = "tiny", *, seed: int = 0, device: Any = "cpu", image_size: int = 1024, init_on_device: bool = False
+) -> Any:
     """A ``segment_anything.modeling.Sam`` of architecture ``name``, random weights.
 
     ``tiny`` keeps SAM's real geometry (1024-pixel input, 64x64 embedding,
     256x256 low-resolution masks) with very small widths, so it runs on a CPU
     in milliseconds; ``vit_b``, ``vit_l`` and ``vit_h`` are the real ones.
     ``image_size`` (a multiple of 16) shrinks the input for very long test
-    runs; SAM itself uses 1024.
+    runs; SAM itself uses 1024. ``init_on_device``: the random weights are
+    drawn where the model runs (vit_h in a second on a GPU instead of many on
+    a CPU; other numbers than a CPU build, and any weights do).
     """
     import torch
     from segment_anything.modeling import (
@@ -47,40 +52,42 @@ def build_sam(name: str = "tiny", *, seed: int = 0, device: Any = "cpu", image_s
     grid = image_size // patch
     gen_state = torch.random.get_rng_state()
     torch.manual_seed(seed)
+    place = torch.device(device) if init_on_device else contextlib.nullcontext()
     try:
-        sam = Sam(
-            image_encoder=ImageEncoderViT(
-                depth=depth,
-                embed_dim=embed,
-                img_size=image_size,
-                mlp_ratio=4,
-                norm_layer=partial(torch.nn.LayerNorm, eps=1e-6),
-                num_heads=heads,
-                patch_size=patch,
-                qkv_bias=True,
-                use_rel_pos=True,
-                global_attn_indexes=global_attn,
-                window_size=14,
-                out_chans=prompt_dim,
-            ),
-            prompt_encoder=PromptEncoder(
-                embed_dim=prompt_dim,
-                image_embedding_size=(grid, grid),
-                input_image_size=(image_size, image_size),
-                mask_in_chans=16,
-            ),
-            mask_decoder=MaskDecoder(
-                num_multimask_outputs=3,
-                transformer=TwoWayTransformer(
-                    depth=2, embedding_dim=prompt_dim, mlp_dim=mlp_dim, num_heads=dec_heads
+        with place:
+            sam = Sam(
+                image_encoder=ImageEncoderViT(
+                    depth=depth,
+                    embed_dim=embed,
+                    img_size=image_size,
+                    mlp_ratio=4,
+                    norm_layer=partial(torch.nn.LayerNorm, eps=1e-6),
+                    num_heads=heads,
+                    patch_size=patch,
+                    qkv_bias=True,
+                    use_rel_pos=True,
+                    global_attn_indexes=global_attn,
+                    window_size=14,
+                    out_chans=prompt_dim,
                 ),
-                transformer_dim=prompt_dim,
-                iou_head_depth=3,
-                iou_head_hidden_dim=iou_hidden,
-            ),
-            pixel_mean=[123.675, 116.28, 103.53],
-            pixel_std=[58.395, 57.12, 57.375],
-        )
+                prompt_encoder=PromptEncoder(
+                    embed_dim=prompt_dim,
+                    image_embedding_size=(grid, grid),
+                    input_image_size=(image_size, image_size),
+                    mask_in_chans=16,
+                ),
+                mask_decoder=MaskDecoder(
+                    num_multimask_outputs=3,
+                    transformer=TwoWayTransformer(
+                        depth=2, embedding_dim=prompt_dim, mlp_dim=mlp_dim, num_heads=dec_heads
+                    ),
+                    transformer_dim=prompt_dim,
+                    iou_head_depth=3,
+                    iou_head_hidden_dim=iou_hidden,
+                ),
+                pixel_mean=[123.675, 116.28, 103.53],
+                pixel_std=[58.395, 57.12, 57.375],
+            )
     finally:
         torch.random.set_rng_state(gen_state)
     return sam.eval().to(device)
@@ -106,7 +113,7 @@ _SAM2_TINY = (
 SAM2_MODEL_NAMES = tuple(SAM2_CONFIGS)
 
 
-def build_sam2(name: str = "tiny", *, seed: int = 0, device: Any = "cpu") -> Any:
+def build_sam2(name: str = "tiny", *, seed: int = 0, device: Any = "cpu", init_on_device: bool = False) -> Any:
     """A SAM 2.1 model (``sam2.modeling.sam2_base.SAM2Base``), random weights.
 
     Built by the package's own ``sam2.build_sam.build_sam2`` from its own
@@ -122,8 +129,10 @@ def build_sam2(name: str = "tiny", *, seed: int = 0, device: Any = "cpu") -> Any
     overrides = list(_SAM2_TINY) if name == "tiny" else []
     gen_state = torch.random.get_rng_state()
     torch.manual_seed(seed)
+    place = torch.device(device) if init_on_device else contextlib.nullcontext()
     try:
-        return build(SAM2_CONFIGS[name], None, device=str(device), hydra_overrides_extra=overrides)
+        with place:
+            return build(SAM2_CONFIGS[name], None, device=str(device), hydra_overrides_extra=overrides)
     finally:
         torch.random.set_rng_state(gen_state)
 
