@@ -17,7 +17,7 @@ from typing import Any, List, Optional, Tuple
 
 import torch
 
-from .._dispatch import inside_gpu_calls, resident
+from .._dispatch import UPSTREAM_CALL, inside_gpu_calls, resident
 from ..gpu import graphs
 from ..gpu.image import (
     FAST_ATTENTION,
@@ -121,7 +121,7 @@ def _predict_torch(original: Any) -> Wrapper:
     upstream's, untouched."""
 
     def wrapper(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> Any:
-        if SYNC_FREE.get() or not gpu_path_on():
+        if SYNC_FREE.get() or UPSTREAM_CALL.get() or not gpu_path_on():
             return wrapped(*args, **kwargs)
         token = SYNC_FREE.set(True)
         try:
