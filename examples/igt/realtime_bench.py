@@ -50,7 +50,7 @@ for model in ("vit_h", "hiera_t"):
     rows = {}
     for name, settings, graphs in (("fp32", {}, True), ("bf16", {"encoder_precision": "bf16"}, True),
                                    ("fast-eager", {"encoder": "fast"}, False), ("fast", {"encoder": "fast"}, True)):
-        samgpu_shim.configure(encoder_precision=None, encoder=None, **settings)
+        samgpu_shim.configure(**{"encoder_precision": None, "encoder": None, **settings})
         image.ENCODER_GRAPHS = graphs
         started = time.perf_counter(); p.set_image(frame); torch.cuda.synchronize()
         first = (time.perf_counter() - started) * 1e3

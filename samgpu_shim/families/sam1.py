@@ -13,6 +13,7 @@ predictor (SAM-HQ, MobileSAM, EfficientViT-SAM) reuse :func:`copy_targets`.
 
 from __future__ import annotations
 
+import sys
 from typing import Any, List, Optional, Tuple
 
 import torch
@@ -121,7 +122,7 @@ def _predict_torch(original: Any) -> Wrapper:
     upstream's, untouched."""
 
     def wrapper(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> Any:
-        if SYNC_FREE.get() or UPSTREAM_CALL.get() or not gpu_path_on():
+        if SYNC_FREE.get() or UPSTREAM_CALL.get() or not gpu_path_on() or _from_upstream_predict():
             return wrapped(*args, **kwargs)
         token = SYNC_FREE.set(True)
         try:
@@ -135,6 +136,15 @@ def _predict_torch(original: Any) -> Wrapper:
             SYNC_FREE.reset(token)
 
     return wrapper
+
+
+def _from_upstream_predict() -> bool:
+    """Whether upstream's own ``predict`` (called through ``get_original``, say) is the caller."""
+    frame = sys._getframe(2)
+    while frame is not None and (frame.f_globals.get("__name__") or "").partition(".")[0] == "wrapt":
+        frame = frame.f_back
+    return frame is not None and frame.f_code.co_name == "predict" and not (
+        frame.f_globals.get("__name__") or "").startswith("samgpu_shim")
 
 
 def _replay_predict_torch(predictor: Any, wrapped: Any, bound: dict) -> Any:
