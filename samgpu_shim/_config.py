@@ -379,7 +379,7 @@ def configure(**changes: Any) -> None:
     Each keyword is a setting of the table (docs/configuration.rst):
     ``as_numpy``, ``cuda_graphs``, ``as_numpy_modules``, ``kpi_sample``,
     ``kpi_device_time``, ``encoder_precision``, ``encoder``, ``strict``,
-    ``transfer_guard``, ``metrics``, ``graph_cache_size``. ``None`` drops the override so that the
+    ``transfer_guard``, ``metrics``, ``compile_dir``, ``graph_cache_size``. ``None`` drops the override so that the
     environment applies again. An explicit ``as_numpy=`` keyword on a call still wins over
     ``configure(as_numpy=...)``. Every value is checked before any is applied.
     """
