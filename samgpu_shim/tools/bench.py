@@ -28,6 +28,7 @@ from .models import (
     build_sam,
     build_sam2,
     build_sam3,
+    read_image,
     sam3_predictor,
     synthetic_image,
 )
@@ -677,8 +678,6 @@ def run(args: Any) -> Dict[str, Any]:
     say(device_line(device))
     image = None
     if getattr(args, "image_kind", "size") == "file":
-        from .segment import read_image
-
         image = read_image(args.image)
         h, w = image.shape[:2]
     else:

@@ -245,10 +245,9 @@ def _segment(args: argparse.Namespace) -> int:
             raise CliError(f"--box {args.box}: needs X0 < X1 and Y0 < Y1 (left, top, right, bottom)")
         _inside("--box", args.box, box[0], box[1], hw)
         _inside("--box", args.box, min(box[2], hw[1] - 1), min(box[3], hw[0] - 1), hw)
-    if not points and box is None:
-        h, w = hw
-        points.append((w // 2, h // 2, 1))
-        _say(f"no --point or --box: one point at the centre ({w // 2},{h // 2})")
+    centre = not points and box is None
+    if centre:
+        points.append((hw[1] // 2, hw[0] // 2, 1))
     _checkpoint(args.checkpoint)
     family, model = _family_and_models(args.family, [args.model] if args.model else None, args.checkpoint)
     if not args.checkpoint:
@@ -259,6 +258,8 @@ def _segment(args: argparse.Namespace) -> int:
     _writable("--json", args.json)
     what = args.checkpoint or f"{family} {model} with random weights"
     _say(f"samgpu-shim segment: {args.image} with {what}; importing torch ...")
+    if centre:
+        _say(f"no --point or --box: one point at the centre ({points[0][0]},{points[0][1]})")
     _device(args.device)
     from samgpu_shim.tools import segment as _seg
     from samgpu_shim.tools.bench import pick_device
@@ -266,7 +267,7 @@ def _segment(args: argparse.Namespace) -> int:
     device = pick_device(args.device)
     calls = args.calls if args.calls is not None else (50 if device.type == "cuda" else 10)
     try:
-        report = _seg.run(args.image, points, box, family=family or "sam", model=model,
+        report = _seg.run(args.image, points, box, family=family, model=model,
                           checkpoint=args.checkpoint, device=device, calls=calls)
     except _checkpoint_error() as exc:
         raise CliError(str(exc)) from None

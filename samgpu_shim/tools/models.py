@@ -269,6 +269,15 @@ FAMILIES: Dict[str, Tuple[str, str, Tuple[str, ...]]] = {
 }
 
 
+def read_image(path: str) -> Any:
+    """An image file as an (H, W, 3) uint8 RGB array (what every predictor's set_image takes)."""
+    import numpy as np
+    from PIL import Image
+
+    with Image.open(path) as img:
+        return np.asarray(img.convert("RGB"))
+
+
 def synthetic_image(height: int, width: int, seed: int = 0) -> Any:
     """A deterministic RGB uint8 frame with smooth structure and noise."""
     import numpy as np

@@ -18,31 +18,26 @@ import torch
 
 from . import bench as _bench
 from . import checkpoints as _checkpoints
+from .models import read_image
 
 # Mask colours (RGB), one per mask in order.
 _COLOURS = ((30, 144, 255), (255, 140, 0), (50, 205, 50), (220, 20, 60), (186, 85, 211))
-
-
-def read_image(path: str) -> np.ndarray:
-    """The image file as an (H, W, 3) uint8 RGB array."""
-    from PIL import Image
-
-    with Image.open(path) as img:
-        return np.asarray(img.convert("RGB"))
 
 
 def _say(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
 
 
-def build(family: str, model: Optional[str], checkpoint: Optional[str], device: torch.device) -> Dict[str, Any]:
-    """The predictor to run, from the checkpoint or with random weights."""
+def build(family: Optional[str], model: Optional[str], checkpoint: Optional[str],
+          device: torch.device) -> Dict[str, Any]:
+    """The predictor to run, from the checkpoint (family and model read from it
+    unless given) or with random weights (both needed)."""
     if checkpoint:
         loaded = _checkpoints.load(checkpoint, family=family, model=model, device=device)
         cls, predictor = _checkpoints.predictor_for(loaded.family, loaded.module)
         return {"family": loaded.family, "model": loaded.model, "weights": checkpoint, "how": loaded.how,
                 "class": cls, "predictor": predictor}
-    assert model is not None
+    assert family is not None and model is not None
     cls, predictor = _bench.family_predictor(family, model, device)
     return {"family": family, "model": model, "weights": None, "how": "random weights (no --checkpoint)",
             "class": cls, "predictor": predictor}
@@ -63,8 +58,8 @@ def prompts(points: Sequence[Tuple[float, float, int]], box: Optional[Sequence[f
 
 
 def run(image_path: str, points: Sequence[Tuple[float, float, int]], box: Optional[Sequence[float]], *,
-        family: str, model: Optional[str], checkpoint: Optional[str], device: torch.device, calls: int,
-        warmup: int = 2) -> Dict[str, Any]:
+        family: Optional[str], model: Optional[str], checkpoint: Optional[str], device: torch.device, calls: int,
+        warmup: int = 1) -> Dict[str, Any]:
     import samgpu_shim
 
     if not samgpu_shim.is_patched():
@@ -98,7 +93,7 @@ def run(image_path: str, points: Sequence[Tuple[float, float, int]], box: Option
     for fn in paths.values():
         for _ in range(warmup):
             fn()
-    syncs = {name: _bench._syncs_per_call(fn, device) for name, fn in paths.items()}
+    syncs = {name: _bench._syncs_per_call(fn, device, repeats=2) for name, fn in paths.items()}
     samples: Dict[str, List[float]] = {name: [] for name in paths}
     _say(f"timing {calls} call(s) of each path, interleaved ...")
     for _ in range(calls):
