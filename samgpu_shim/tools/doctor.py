@@ -104,6 +104,20 @@ def problems(
     return found
 
 
+def family_lines(rows: List[Dict[str, str]], errors: Mapping[str, str]) -> List[str]:
+    """The families section: one line per family, its patch targets under those patched."""
+    lines = []
+    for row in rows:
+        if row["installed"] != "yes":
+            lines.append(f"  {row['family']}: not installed")
+        elif row["distribution"] in errors:
+            lines.append(f"  {row['family']}: installed, does not import (see the problems below)")
+        else:
+            lines.append(f"  {row['family']}: installed, {row['status']}")
+            lines.append(f"    targets: {row['targets']}")
+    return lines
+
+
 def _version(dist: str) -> Optional[str]:
     try:
         return metadata.version(dist)
@@ -153,15 +167,8 @@ def main() -> int:
                 except Exception as exc:  # a broken install is worth seeing, not a crash
                     errors[row["distribution"]] = _first_line(exc)
     print("families:")
-    for row in samgpu_shim.status():
-        if row["installed"] != "yes":
-            print(f"  {row['family']}: not installed")
-            continue
-        if row["distribution"] in errors:
-            print(f"  {row['family']}: installed, does not import (see the problems below)")
-            continue
-        print(f"  {row['family']}: installed, {row['status']}")
-        print(f"    targets: {row['targets']}")
+    for line in family_lines(samgpu_shim.status(), errors):
+        print(line)
     print("versions:")
     dists = ("torch", "torchvision", "numpy", "wrapt", *(row["distribution"] for row in samgpu_shim.status()))
     versions = {dist: _version(dist) for dist in dists}
