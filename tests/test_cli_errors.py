@@ -228,9 +228,10 @@ def test_doctor_pairs_torch_and_torchvision_and_names_the_fix():
                                  "No module named 'psutil'"}, "2.14.1")
     assert [p for p, _ in found] == [f"torchvision does not import: {nms}",
                                      "sam3 does not import: ModuleNotFoundError: No module named 'psutil'",
-                                     "segment-anything: do not import, for the same reason"]
-    assert found[0][1].startswith("reinstall both from one index: pip install --force-reinstall 'torch==2.14.1' "
-                                  "'torchvision==0.29.*'")
+                                     "segment-anything: does not import, for the same reason"]
+    first, pypi = found[0][1].splitlines()
+    assert first.endswith("pip install --force-reinstall --no-deps 'torchvision==0.29.*'")  # torch's own build
+    assert pypi.endswith("pip install --force-reinstall 'torch==2.14.*' 'torchvision==0.29.*'")
     assert found[1][1] == "pip install psutil"
     (problem, fix), = doctor.problems({**ok, "numpy": "1.24.4"}, {})
     assert "numpy 1.24.4 is outside" in problem and fix == "pip install 'numpy>=1.26,<3'"
@@ -264,8 +265,15 @@ def test_doctor_with_a_torchvision_that_does_not_import(tmp_path):
                           timeout=300, env=env)
     assert proc.returncode == 1
     assert "torchvision does not import: RuntimeError: operator torchvision::nms does not exist" in proc.stdout
-    assert "fix: reinstall both from one index: pip install --force-reinstall" in proc.stdout
+    assert "fix: torchvision from the index torch came from: pip install --force-reinstall" in proc.stdout
     assert "Traceback" not in proc.stdout + proc.stderr
+    # the commands that need torchvision say so in one line and point at doctor
+    proc = subprocess.run([sys.executable, "-m", "samgpu_shim", "bench", "--calls", "1"], capture_output=True,
+                          text=True, timeout=300, env=env)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1] == (
+        "samgpu-shim bench: error: torchvision does not import (operator torchvision::nms does not exist); "
+        "'samgpu-shim doctor' names the fix")
 
 
 def _report(up, shim, pipe_up, pipe_shim, spread=0.05):

@@ -127,10 +127,27 @@ def _device_name(name: str) -> None:
         raise CliError(f"--device {name}: not a device; use auto, cpu, cuda or cuda:N")
 
 
+def _torch() -> None:
+    """torch, and torchvision when installed, import: or one line pointing at doctor."""
+    import warnings
+
+    for name in ("torch", "torchvision"):
+        if name == "torchvision" and importlib.util.find_spec(name) is None:
+            continue
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                __import__(name)
+        except Exception as exc:  # torchvision from another release: RuntimeError, operator ... does not exist
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise CliError(f"{name} does not import ({first}); 'samgpu-shim doctor' names the fix") from None
+
+
 def _device(name: str) -> None:
+    _device_name(name)
+    _torch()
     import torch
 
-    _device_name(name)
     device = torch.device("cuda" if name == "auto" and torch.cuda.is_available() else
                           ("cpu" if name == "auto" else name))
     if device.type == "cuda":

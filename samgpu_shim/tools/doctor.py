@@ -84,9 +84,13 @@ def problems(
         found.append((f"torchvision {vision_v} does not pair with torch {torch_v} (torch {_minor(torch_v)} goes "
                       f"with torchvision {want})", f"pip install 'torchvision=={want}.*'{where}"))
     elif "torchvision" in import_errors:
-        pair = f"'torch=={torch_v}' 'torchvision=={want}.*'" if torch_v and want else "torch torchvision"
-        found.append((f"torchvision does not import: {import_errors['torchvision']}",
-                      f"reinstall both from one index: pip install --force-reinstall {pair}{where}"))
+        vision = f"'torchvision=={want}.*'" if want else "torchvision"
+        pypi = f"'torch=={_minor(torch_v)}.*' {vision}" if torch_v and want else "torch torchvision"
+        fix = (f"torchvision from the index torch came from: pip install --force-reinstall --no-deps {vision}"
+               f"{index or ' --index-url ' + CPU_INDEX + ' (for a CPU-only torch)'}\n"
+               f"where that index cannot be reached, both from PyPI (a CUDA build of about 5.5 GB, which also "
+               f"runs on a CPU): pip install --force-reinstall {pypi}")
+        found.append((f"torchvision does not import: {import_errors['torchvision']}", fix))
     else:
         vision_broken = False
     same_cause = []
@@ -100,7 +104,8 @@ def problems(
         fix = f"pip install {missing.group(1).split('.')[0]}" if missing else f"pip install --force-reinstall {name}"
         found.append((f"{name} does not import: {message}", fix))
     if same_cause:
-        found.append((f"{', '.join(same_cause)}: do not import, for the same reason", "the torchvision fix above"))
+        verb = "does" if len(same_cause) == 1 else "do"
+        found.append((f"{', '.join(same_cause)}: {verb} not import, for the same reason", "the torchvision fix above"))
     return found
 
 
@@ -189,5 +194,8 @@ def main() -> int:
     print(f"problems ({len(found)}):")
     for problem, fix in found:
         print(f"  - {problem}")
-        print(f"    fix: {fix}")
+        first, *others = fix.splitlines()
+        print(f"    fix: {first}")
+        for other in others:
+            print(f"    or, {other}")
     return 1
