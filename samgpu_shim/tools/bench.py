@@ -15,6 +15,7 @@ import platform
 import statistics
 import sys
 import time
+import warnings
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
@@ -38,7 +39,17 @@ FAMILY_MODELS = {family: names for family, (_, _, names) in BENCH_FAMILIES.items
 
 
 def family_predictor(family: str, model: str, device: torch.device) -> Tuple[Any, Any]:
-    """(predictor class, predictor) of ``family`` over ``model``, random weights (seed 0)."""
+    """(predictor class, predictor) of ``family`` over ``model``, random weights (seed 0).
+
+    Warnings the SAM packages raise while being imported (timm's deprecations,
+    registry overwrites) are theirs, not the user's: they are not shown."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=FutureWarning)
+        warnings.filterwarnings("ignore", category=UserWarning, message=".*(registry|deprecated).*")
+        return _family_predictor(family, model, device)
+
+
+def _family_predictor(family: str, model: str, device: torch.device) -> Tuple[Any, Any]:
     if family == "sam2":
         from sam2.sam2_image_predictor import SAM2ImagePredictor
 
