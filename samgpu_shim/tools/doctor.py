@@ -86,8 +86,8 @@ def problems(
     elif "torchvision" in import_errors:
         vision = f"'torchvision=={want}.*'" if want else "torchvision"
         pypi = f"'torch=={_minor(torch_v)}.*' {vision}" if torch_v and want else "torch torchvision"
-        fix = (f"torchvision from the index torch came from: pip install --force-reinstall --no-deps {vision}"
-               f"{index or ' --index-url ' + CPU_INDEX + ' (for a CPU-only torch)'}\n"
+        # torch's tag (+cpu, +cu130) names PyTorch's index it came from; no tag: PyPI
+        fix = (f"torchvision from the index torch came from: pip install --force-reinstall --no-deps {vision}{index}\n"
                f"where that index cannot be reached, both from PyPI (a CUDA build of about 5.5 GB, which also "
                f"runs on a CPU): pip install --force-reinstall {pypi}")
         found.append((f"torchvision does not import: {import_errors['torchvision']}", fix))
