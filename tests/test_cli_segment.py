@@ -135,10 +135,23 @@ def test_weights_that_do_not_fit(files, tmp_path):
     torch.save(state, path)
     with pytest.raises(checkpoints.CheckpointError, match="1 weight.s. missing, e.g. mask_decoder.iou_token"):
         checkpoints.load(str(path))
-    with pytest.raises(checkpoints.CheckpointError, match="does not fit segment-anything vit_b: size mismatch"):
+    with pytest.raises(checkpoints.CheckpointError, match="holds tiny, not vit_b"):
         checkpoints.load(files["sam"], model="vit_b")
+    odd = {k: v for k, v in state.items() if k != "image_encoder.blocks.1.attn.rel_pos_h"}  # no size to name
+    odd["mask_decoder.iou_token.weight"] = torch.zeros(1, 32)
+    path = tmp_path / "odd.pth"
+    torch.save(odd, path)
+    with pytest.raises(checkpoints.CheckpointError, match="does not fit segment-anything tiny: 1 weight.s. missing"):
+        checkpoints.load(str(path), model="tiny")
     with pytest.raises(checkpoints.CheckpointError, match="holds a sam model, not sam2"):
         checkpoints.load(files["sam"], family="sam2")
+
+
+def test_a_model_the_checkpoint_does_not_hold_is_one_line(files, capsys):
+    assert cli.main(["segment", files["photo"], "--checkpoint", files["sam"], "--model", "hiera_t"]) == 2
+    assert "sam_tiny.pth: holds a sam model; --model hiera_t is not one of its (tiny, vit_b" in capsys.readouterr().err
+    assert cli.main(["segment", files["photo"], "--checkpoint", files["sam"], "--model", "vit_x"]) == 2
+    assert "a checkpoint's family has no model vit_x" in capsys.readouterr().err
 
 
 def test_segment_end_to_end(files, tmp_path):

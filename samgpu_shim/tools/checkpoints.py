@@ -211,6 +211,17 @@ def _fit(module: Any, state: Dict[str, Any], path: str, what: str, needed: Optio
     return len(state)
 
 
+def _same_size(asked: str, found: Any, path: str) -> None:
+    """A model asked for by name must be the one the file holds, when the file's is a known one:
+    said at once, before the asked architecture is built (seconds for the big ones)."""
+    try:
+        name = found()
+    except CheckpointError:
+        return  # a size without a name: the weights' own fit decides
+    if name != asked and not name.startswith("ViT "):
+        raise CheckpointError(f"{path}: holds {name}, not {asked}")
+
+
 def load(path: str, *, family: Optional[str] = None, model: Optional[str] = None, device: Any = "cpu") -> Loaded:
     """Build the model a checkpoint holds and load its weights.
 
@@ -234,10 +245,12 @@ def load(path: str, *, family: Optional[str] = None, model: Optional[str] = None
         if model is None:
             name, arch, image_size, how = sam1_arch(state, path)
         elif model in SAM1_ARCHS:
+            _same_size(model, lambda: sam1_arch(state, path)[0], path)
             name, arch, how = model, SAM1_ARCHS[model], f"{model}, as asked"
             image_size = _shape(state, "image_encoder.pos_embed", path)[1] * 16
         else:
-            raise CheckpointError(f"--model {model}: segment-anything has {', '.join(SAM1_ARCHS)}")
+            raise CheckpointError(f"{path}: holds a sam model; --model {model} is not one of its "
+                                  f"({', '.join(SAM1_ARCHS)})")
         module = build_sam_arch(arch, image_size=image_size)
         _fit(module, state, path, f"segment-anything {name}")
     elif found == "sam2":
@@ -247,7 +260,10 @@ def load(path: str, *, family: Optional[str] = None, model: Optional[str] = None
             raise CheckpointError(f"{path}: a SAM 2 checkpoint keeps its weights under 'model'; this one does not")
         state = ckpt["model"]
         if model is not None and model not in SAM2_CONFIGS:
-            raise CheckpointError(f"--model {model}: SAM 2.1 has {', '.join(SAM2_CONFIGS)}")
+            raise CheckpointError(f"{path}: holds a sam2 model; --model {model} is not one of its "
+                                  f"({', '.join(SAM2_CONFIGS)})")
+        if model is not None:
+            _same_size(model, lambda: sam2_name(state, path), path)
         name = model or sam2_name(state, path)
         how = f"{name}, as asked" if model else f"{name} ({SAM2_CONFIGS[name]}), recognised from the trunk"
         module = build_sam2(name)
@@ -257,7 +273,10 @@ def load(path: str, *, family: Optional[str] = None, model: Optional[str] = None
 
         state = sam3_state(ckpt)
         if model is not None and model not in SAM3_SIZES:
-            raise CheckpointError(f"--model {model}: SAM 3 has {', '.join(SAM3_SIZES)}")
+            raise CheckpointError(f"{path}: holds a sam3 model; --model {model} is not one of its "
+                                  f"({', '.join(SAM3_SIZES)})")
+        if model is not None:
+            _same_size(model, lambda: sam3_name(state, path), path)
         name = model or sam3_name(state, path)
         module = build_sam3(name)
         count = _fit(module, state, path, f"SAM 3 {name}", needed=_SAM3_IMAGE_PARTS)

@@ -175,9 +175,12 @@ def _family_and_models(family: Optional[str], names: Optional[List[str]], checkp
     package, extra, known = FAMILIES[family_key]
     if (family is not None or not checkpoint) and importlib.util.find_spec(package) is None:
         raise CliError(f"--family {family}: {package} is not installed (pip install 'samgpu-shim[{extra}]')")
+    if checkpoint and family is None:  # the file names the family: any of theirs may fit
+        known = tuple(n for f in ("sam", "sam2", "sam3") for n in FAMILIES[f][2])
     unknown = [m for m in names or () if m not in known]
     if unknown:
-        raise CliError(f"--family {family_key} has no model {', '.join(unknown)}; choose from {', '.join(known)}")
+        where = "a checkpoint's family" if checkpoint and family is None else f"--family {family_key}"
+        raise CliError(f"{where} has no model {', '.join(unknown)}; choose from {', '.join(dict.fromkeys(known))}")
     if checkpoint:
         return family, names[0] if names else None
     return family_key, names or [known[0]]
