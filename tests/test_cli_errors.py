@@ -71,7 +71,7 @@ def _error(argv, capsys):
         (["segment", "{photo}", "--out", "overlay.jpg"], "give a name ending in .png"),
         (["segment", "{photo}", "--calls", "0"], "--calls 0"),
         (["segment", "{photo}", "--device", "gpu"], "--device gpu: not a device"),
-        (["segment", "{photo}", "--family", "sam2", "--model", "vit_b"], "--family sam2 has no model vit_b"),
+        (["segment", "{photo}", "--family", "sam", "--model", "hiera_t"], "--family sam has no model hiera_t"),
     ],
 )
 def test_bad_arguments_are_one_line_errors(argv, words, capsys, no_work, inputs):
@@ -173,18 +173,23 @@ def test_every_flag_is_documented_and_every_documented_flag_exists():
     )
 
 
-def test_output_cut_short_by_a_closed_pipe_is_no_traceback(tmp_path):
+# Buffered, the write fails when stdout is flushed after the report; unbuffered, in the report's print.
+@pytest.mark.parametrize("unbuffered", [None, "1"])
+def test_output_cut_short_by_a_closed_pipe_is_no_traceback(tmp_path, unbuffered):
     """samgpu-shim kpi --json FILE | head: the reader goes away; the command ends quietly."""
     events = tmp_path / "kpi.jsonl"
     line = {"ts": 1700000000.0, "event": "sam_predict_output", "as_numpy": 0, "as_numpy_source": "default",
             "mask_device": "cpu", "family": "segment-anything", "latency_ms": 1.0, "module": "app",
             "function": "f", "line": 1}
     events.write_text("".join(json.dumps({**line, "line": i}) + "\n" for i in range(50)))
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+    if unbuffered:
+        env["PYTHONUNBUFFERED"] = unbuffered
     read, write = os.pipe()
     os.close(read)  # nobody will read: the first write fails with EPIPE
     try:
         proc = subprocess.run([sys.executable, "-m", "samgpu_shim", "kpi", "--json", str(events)],
-                              stdout=write, stderr=subprocess.PIPE, text=True, timeout=120)
+                              stdout=write, stderr=subprocess.PIPE, text=True, timeout=120, env=env)
     finally:
         os.close(write)
     assert proc.returncode == 141

@@ -540,7 +540,9 @@ def _quiet_stdout() -> None:
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return _command(args)
+        code = _command(args)
+        sys.stdout.flush()  # a reader gone away shows here, not in the interpreter's flush at exit
+        return code
     except CliError as exc:
         print(f"samgpu-shim {args.command}: error: {exc}", file=sys.stderr)
         return 2
