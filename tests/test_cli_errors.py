@@ -68,6 +68,7 @@ def _error(argv, capsys):
         (["segment", "{photo}", "--bg-point", "10,48"], "--bg-point 10,48: outside the image"),
         (["segment", "{photo}", "--box", "30,10,20,40"], "needs X0 < X1 and Y0 < Y1"),
         (["segment", "{photo}", "--box", "1,2,3"], "expected X0,Y0,X1,Y1"),
+        (["segment", "{photo}", "--box", "10,10,65,40"], "--box 10,10,65,40: outside the image (64x48"),
         (["segment", "{photo}", "--out", "overlay.jpg"], "give a name ending in .png"),
         (["segment", "{photo}", "--calls", "0"], "--calls 0"),
         (["segment", "{photo}", "--device", "gpu"], "--device gpu: not a device"),

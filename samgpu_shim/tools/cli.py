@@ -263,8 +263,9 @@ def _segment(args: argparse.Namespace) -> int:
         box = _numbers("--box", args.box, 4, "X0,Y0,X1,Y1 in pixels (left, top, right, bottom)")
         if not (box[0] < box[2] and box[1] < box[3]):
             raise CliError(f"--box {args.box}: needs X0 < X1 and Y0 < Y1 (left, top, right, bottom)")
-        _inside("--box", args.box, box[0], box[1], hw)
-        _inside("--box", args.box, min(box[2], hw[1] - 1), min(box[3], hw[0] - 1), hw)
+        h, w = hw
+        if box[0] < 0 or box[1] < 0 or box[2] > w or box[3] > h:
+            raise CliError(f"--box {args.box}: outside the image ({w}x{h} pixels: x from 0 to {w}, y from 0 to {h})")
     centre = not points and box is None
     if centre:
         points.append((hw[1] // 2, hw[0] // 2, 1))
