@@ -96,6 +96,7 @@ def say(text: str) -> None:
 
 
 def device_line(device: torch.device) -> str:
+    """The device, its name, torch and numpy: the bench's first line once torch is imported."""
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
     threads = "" if device.type == "cuda" else f", {torch.get_num_threads()} threads"
     return f"device: {device} ({name}), torch {torch.__version__}, numpy {np.__version__}{threads}"

@@ -173,6 +173,7 @@ def sam3_state(ckpt: Dict[str, Any]) -> Dict[str, Any]:
 
 
 def sam3_name(state: Dict[str, Any], path: str = "checkpoint") -> str:
+    """The SAM 3 size (:data:`SAM3_SIZES`) whose vision trunk the tracker state dict holds."""
     width = _shape(state, "backbone.vision_backbone.trunk.patch_embed.proj.weight", path)[0]
     for name, size in SAM3_SIZES.items():
         if size[1] == width:

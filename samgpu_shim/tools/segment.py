@@ -125,6 +125,7 @@ def run(image_path: str, points: Sequence[Tuple[float, float, int]], box: Option
 
 
 def format_report(report: Dict[str, Any]) -> str:
+    """The report for people: image, model (and whether its weights are random), both paths, the scores."""
     env = report["environment"]
     rows = {r["path"]: r for r in report["rows"]}
     up, shim = rows["upstream predict (numpy out)"], rows["shim predict (tensors out)"]
