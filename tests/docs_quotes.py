@@ -1101,6 +1101,7 @@ def _encoder_quotes() -> None:
 _encoder_quotes()
 NOT_MEASUREMENTS = [
     (r"within 2% of plain tensors|within the 2% it had to", "a target, not a measurement"),
+    (r"torch 2\.14 with\s+torchvision 0\.29", "a version pair"),
     (r"(?m:^segment-anything vit_[bh], SAM 2\.1 hiera_[tl]\s+\d+ /s\s+600/600\s+[\d.]+ ms\s+1\.3$)"
      r"|(?m:^the same with 4 structures\s+same\s+all\s+same\s+1\.3$)|the target of 0\.5"
      r"|does not fit 30 frames/s|1024 x 1024", "targets and fixed sizes, not measurements"),
