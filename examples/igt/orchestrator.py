@@ -19,6 +19,16 @@ Real-time rules: a bounded queue between the socket and the model (frames
 that arrive faster than they are processed are dropped, oldest first, and
 counted); a deadline per frame (late frames counted); reconnection when the
 server goes away; a malformed or unexpected message is logged and skipped.
+
+Hostile input: the loop opens no port, it connects out to ``host:port``
+(127.0.0.1 by default). Only IMAGE messages are unpacked; every size the
+peer announces is checked before anything of that size is allocated
+(``link.Limits``: body bytes, pixels, components, a deadline for each body;
+``SAMGPU_IGT_*`` in the environment); ``frame_size`` restricts frames to one
+size; a reply the peer does not read within ``send_timeout_s`` costs the
+connection, not the loop. A frame whose processing raises (out of device
+memory included) is counted in ``errors`` and ``errors_by_type``, and the
+next frame is processed.
 """
 
 from __future__ import annotations
@@ -27,6 +37,7 @@ import collections
 import json
 import logging
 import socket
+import struct
 import threading
 import time
 from dataclasses import dataclass, field
@@ -34,7 +45,7 @@ from typing import Any, Deque, Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
-from link import BadMessage, LinkBroken, image_message, read_message, string_message
+from link import BadMessage, FramingLost, Limits, LinkBroken, image_message, read_message, string_message
 
 import samgpu_shim
 
@@ -61,16 +72,19 @@ class Counters:
     dropped: int = 0  # evicted from the queue by newer frames
     late: int = 0  # answered after the deadline
     bad_messages: int = 0  # could not be unpacked
-    bad_frames: int = 0  # an IMAGE that is not a 2D uint8 frame
+    bad_frames: int = 0  # an IMAGE that is not a 2D uint8 frame (or not of frame_size)
     ignored: int = 0  # other message types and devices
     stale: int = 0  # processed, but their connection was gone
     reconnects: int = 0
+    framing_lost: int = 0  # a header or size that broke the stream: connection remade
     errors: int = 0  # processing raised (logged; the loop goes on)
+    errors_by_type: Dict[str, int] = field(default_factory=dict)  # exception class name -> count
     dropped_ids: List[int] = field(default_factory=list)
 
 
-def frame_from(message: Any) -> Tuple[np.ndarray, int]:
-    """(image, frame id) of an IMAGE message; ValueError names what is wrong."""
+def frame_from(message: Any, frame_size: Optional[Tuple[int, int]] = None) -> Tuple[np.ndarray, int]:
+    """(image, frame id) of an IMAGE message; ValueError names what is wrong.
+    ``frame_size`` (height, width): only frames of that size are accepted."""
     image = np.asarray(message.image)
     if image.dtype != np.uint8:
         raise ValueError(f"frame dtype is {image.dtype}, expected uint8")
@@ -80,6 +94,8 @@ def frame_from(message: Any) -> Tuple[np.ndarray, int]:
         image = image[0]
     if not (image.ndim == 2 or (image.ndim == 3 and image.shape[-1] == 3)) or min(image.shape[:2]) < 8:
         raise ValueError(f"frame shape is {tuple(message.image.shape)}, expected (1, H, W) or (1, H, W, 3)")
+    if frame_size is not None and tuple(image.shape[:2]) != tuple(frame_size):
+        raise ValueError(f"frame is {image.shape[0]}x{image.shape[1]}, this loop takes {frame_size[0]}x{frame_size[1]}")
     try:
         frame_id = int(message.metadata.get("frame_id", -1))
     except (TypeError, ValueError):
@@ -164,11 +180,19 @@ class Orchestrator:
         frame_device: Optional[str] = None,
         reconnect_max_s: float = 1.0,
         trace: bool = False,
+        limits: Optional[Limits] = None,
+        frame_size: Optional[Tuple[int, int]] = None,
+        send_timeout_s: float = 2.0,
     ) -> None:
         if queue_size < 1:
             raise ValueError("queue_size must be at least 1")
         self.predictor = predictor
         self.host, self.port = host, port
+        # What the reader accepts: only IMAGE messages are unpacked (others are
+        # read past), sizes bounded (link.Limits; SAMGPU_IGT_* environment).
+        self.limits = limits if limits is not None else Limits.from_env(accept=frozenset({"IMAGE"}))
+        self.frame_size = frame_size
+        self.send_timeout_s = send_timeout_s
         self.deadline_ms = deadline_ms
         self.legacy = legacy
         self.frame_device = frame_device  # None: every IMAGE is a frame
@@ -228,6 +252,11 @@ class Orchestrator:
                 sock = socket.create_connection((self.host, self.port), timeout=1.0)
                 sock.settimeout(None)
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                # A peer that stops reading our replies must not block the
+                # working thread for ever: sends (only sends) time out.
+                seconds = int(self.send_timeout_s)
+                timeval = struct.pack("ll", seconds, int((self.send_timeout_s - seconds) * 1e6))
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, timeval)
                 return sock
             except OSError:
                 self._stop.wait(backoff)
@@ -250,6 +279,10 @@ class Orchestrator:
             first = False
             try:
                 self._read(sock, connection)
+            except FramingLost as exc:
+                self.counters.framing_lost += 1
+                if not self._stop.is_set():
+                    log.warning("stream out of step (%s); reconnecting", exc)
             except (LinkBroken, OSError) as exc:
                 if not self._stop.is_set():
                     log.warning("connection lost (%s); reconnecting", exc)
@@ -262,7 +295,7 @@ class Orchestrator:
     def _read(self, sock: socket.socket, connection: int) -> None:
         while not self._stop.is_set():
             try:
-                message = read_message(sock)
+                message = read_message(sock, self.limits)
             except BadMessage as exc:
                 self.counters.bad_messages += 1
                 log.warning("%s", exc)
@@ -274,7 +307,7 @@ class Orchestrator:
                 self.counters.ignored += 1
                 continue
             try:
-                image, frame_id = frame_from(message)
+                image, frame_id = frame_from(message, self.frame_size)
             except ValueError as exc:
                 self.counters.bad_frames += 1
                 log.warning("IMAGE from %r skipped: %s", message.device_name, exc)
@@ -299,8 +332,12 @@ class Orchestrator:
                 frame = self._queue.popleft()
             try:
                 result, label = self.process(frame)
-            except Exception:
+            except Exception as exc:
+                # Out of device memory included: what the failed frame held is
+                # freed with its frames here, and the next frame starts afresh.
                 self.counters.errors += 1
+                name = type(exc).__name__
+                self.counters.errors_by_type[name] = self.counters.errors_by_type.get(name, 0) + 1
                 log.exception("frame %d failed; the loop goes on", frame.frame_id)
                 continue
             self._reply(frame, result, label)
@@ -381,7 +418,13 @@ class Orchestrator:
                 sock.sendall(raw)
             except OSError as exc:
                 self.counters.stale += 1
-                log.warning("reply to frame %d not sent: %s", frame.frame_id, exc)
+                log.warning("reply to frame %d not sent (%s); dropping the connection", frame.frame_id, exc)
+                # Part of a reply may have gone out: the peer's stream is out
+                # of step. The receiving thread sees the shutdown and reconnects.
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
                 return
         latency = (time.perf_counter() - frame.arrived) * 1e3
         self.latencies_ms.append(latency)
