@@ -80,6 +80,8 @@ class Counters:
     errors: int = 0  # processing raised (logged; the loop goes on)
     errors_by_type: Dict[str, int] = field(default_factory=dict)  # exception class name -> count
     dropped_ids: List[int] = field(default_factory=list)
+    error_ids: List[int] = field(default_factory=list)
+    stale_ids: List[int] = field(default_factory=list)
 
 
 def frame_from(message: Any, frame_size: Optional[Tuple[int, int]] = None) -> Tuple[np.ndarray, int]:
@@ -336,6 +338,7 @@ class Orchestrator:
                 # Out of device memory included: what the failed frame held is
                 # freed with its frames here, and the next frame starts afresh.
                 self.counters.errors += 1
+                self.counters.error_ids.append(frame.frame_id)
                 name = type(exc).__name__
                 self.counters.errors_by_type[name] = self.counters.errors_by_type.get(name, 0) + 1
                 log.exception("frame %d failed; the loop goes on", frame.frame_id)
@@ -366,12 +369,16 @@ class Orchestrator:
             frame = frame[:, :, None].expand(-1, -1, 3)
         return frame
 
+    def prompts(self, frame: Frame) -> Dict[str, Any]:
+        """``predict``'s prompts for this frame, from the last result (on the
+        device): its centroid as the point, its low-res logits as ``mask_input``.
+        A subclass may add to them (the soak varies their shapes)."""
+        return {"point_coords": self._point, "point_labels": self._label_t, "mask_input": self._logits}
+
     def _process_device(self, frame: Frame) -> Tuple[Dict[str, Any], np.ndarray]:
         predictor = self.predictor
         predictor.set_image(self._upload(frame.image))
-        masks, scores, logits = predictor.predict(
-            point_coords=self._point, point_labels=self._label_t, mask_input=self._logits, multimask_output=True
-        )
+        masks, scores, logits = predictor.predict(**self.prompts(frame), multimask_output=True)
         if isinstance(masks, np.ndarray):  # rolled back: upstream's numpy results
             return self._finish_numpy(frame, masks, scores, logits)
         numbers, best = stats_torch(masks, scores)
@@ -413,11 +420,13 @@ class Orchestrator:
             sock = self._sock
             if sock is None or frame.connection != self._connection:
                 self.counters.stale += 1
+                self.counters.stale_ids.append(frame.frame_id)
                 return
             try:
                 sock.sendall(raw)
             except OSError as exc:
                 self.counters.stale += 1
+                self.counters.stale_ids.append(frame.frame_id)
                 log.warning("reply to frame %d not sent (%s); dropping the connection", frame.frame_id, exc)
                 # Part of a reply may have gone out: the peer's stream is out
                 # of step. The receiving thread sees the shutdown and reconnects.
