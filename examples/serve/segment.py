@@ -143,27 +143,56 @@ def image_size(encoded: bytes, limits: Limits = DEFAULT_LIMITS) -> Tuple[int, in
     return height, width
 
 
-def decode_frame(encoded: bytes, device: Any, size: Optional[Tuple[int, int]] = None) -> Any:
-    """An ``(H, W, 3)`` uint8 tensor on ``device``: JPEGs decoded on the GPU where possible.
-    ``size``: the (height, width) the header announced, checked against the pixels."""
-    import torch
-    from torchvision.io import ImageReadMode, decode_image, decode_jpeg
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
-    data = torch.frombuffer(bytearray(encoded), dtype=torch.uint8)
+
+def decode_frame(encoded: bytes, device: Any, size: Optional[Tuple[int, int]] = None) -> Any:
+    """An ``(H, W, 3)`` uint8 tensor: JPEGs decoded by torchvision (on the GPU
+    where possible), PNGs by PIL on the host. ``size``: the (height, width) the
+    header announced, checked against the pixels.
+
+    Not torchvision for PNG: its decoder (0.29) kills the process (SIGSEGV)
+    on a PNG whose compressed data is corrupt, found by fuzzing this function
+    (tests/fuzz, docs/results/fuzz-cpu-run1.log); PIL raises instead."""
+    import torch
+
+    if encoded[:8] == PNG_SIGNATURE:
+        hwc = _decode_png(encoded)
+    else:
+        from torchvision.io import ImageReadMode, decode_image, decode_jpeg
+
+        data = torch.frombuffer(bytearray(encoded), dtype=torch.uint8)
+        try:
+            if device.type == "cuda" and encoded[:2] == b"\xff\xd8":
+                chw = decode_jpeg(data, mode=ImageReadMode.RGB, device=device)
+            else:
+                chw = decode_image(data, mode=ImageReadMode.RGB)
+        except RuntimeError as exc:
+            if isinstance(exc, torch.OutOfMemoryError):
+                raise
+            raise BadRequest(400, f"'image' could not be decoded: {exc}") from None
+        if chw.dtype != torch.uint8 or chw.dim() != 3 or chw.shape[0] != 3:
+            raise BadRequest(400, f"'image' decodes to {tuple(chw.shape)} {chw.dtype}; 8-bit RGB expected")
+        hwc = chw.permute(1, 2, 0)
+    if size is not None and tuple(hwc.shape[:2]) != tuple(size):
+        raise BadRequest(400, f"'image' decodes to {tuple(hwc.shape[:2])}, its header says {tuple(size)}")
+    return hwc
+
+
+def _decode_png(encoded: bytes) -> Any:
+    import torch
+    from PIL import Image
+
     try:
-        if device.type == "cuda" and encoded[:2] == b"\xff\xd8":
-            chw = decode_jpeg(data, mode=ImageReadMode.RGB, device=device)
-        else:
-            chw = decode_image(data, mode=ImageReadMode.RGB)
-    except RuntimeError as exc:
-        if isinstance(exc, torch.OutOfMemoryError):
-            raise
+        with Image.open(io.BytesIO(encoded), formats=("PNG",)) as image:
+            if image.mode not in ("1", "L", "LA", "P", "PA", "RGB", "RGBA"):
+                raise BadRequest(400, f"'image' is a {image.mode} PNG; 8-bit images only")
+            rgb = np.asarray(image.convert("RGB"))
+    except BadRequest:
+        raise
+    except (OSError, ValueError, SyntaxError, EOFError, struct_error) as exc:
         raise BadRequest(400, f"'image' could not be decoded: {exc}") from None
-    if chw.dtype != torch.uint8:
-        raise BadRequest(400, f"'image' decodes to {chw.dtype}; 8-bit images only")
-    if chw.dim() != 3 or chw.shape[0] != 3 or (size is not None and tuple(chw.shape[1:]) != tuple(size)):
-        raise BadRequest(400, f"'image' decodes to shape {tuple(chw.shape)}, its header says {size}")
-    return chw.permute(1, 2, 0)
+    return torch.from_numpy(np.ascontiguousarray(rgb))
 
 
 # -- the result packet -----------------------------------------------------------
