@@ -415,3 +415,46 @@ def _listening_ports():
             if fields[3] == "0A" and fields[9] in inodes:
                 ports.add(int(fields[1].split(":")[1], 16))
     return ports
+
+
+# -- the soak, briefly ---------------------------------------------------------------
+
+
+def test_the_soak_runs_detached_and_accounts_for_every_frame(tmp_path):
+    import json
+    import subprocess
+
+    out = tmp_path / "soak.json"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE.parent), os.environ.get("PYTHONPATH", "")])}
+    # Detached as on the GPU machine: its own session, output to a file, nothing waits on it.
+    with open(tmp_path / "soak.log", "w") as log:
+        proc = subprocess.Popen(
+            [sys.executable, str(IGT / "soak.py"), "--model", "tiny", "--size", "96x128", "--fps", "15",
+             "--minutes", "0.12", "--restart-every", "2.5", "--shape-every", "4", "--sample-s", "0.5",
+             "--warmup-s", "0", "--out", str(out)],
+            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True, env=env)
+    try:
+        # Progress can be read while it runs.
+        deadline = time.monotonic() + 240
+        running = None
+        while time.monotonic() < deadline and proc.poll() is None:
+            if out.exists():
+                running = json.loads(out.read_text())
+                if running["status"] == "running" and len(running["samples"]) >= 2:
+                    break
+            time.sleep(0.2)
+        assert running is not None and running["status"] == "running", (tmp_path / "soak.log").read_text()[-3000:]
+        assert proc.wait(timeout=240) == 0, (tmp_path / "soak.log").read_text()[-3000:]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    result = json.loads(out.read_text())
+    s = result["summary"]
+    assert result["status"] == "done" and all(s["checks"].values()), s
+    assert s["frames_sent"] >= 90 and s["unaccounted"] == 0 and s["counted_twice"] == 0
+    assert s["answered"] + s["dropped"] + s["errors"] + s["stale"] == s["frames_sent"]
+    assert s["source_restarts"] >= 2 and s["reconnects"] >= 2
+    assert s["signatures_used"] >= 10
+    assert len(result["samples"]) >= 10 and {"rss_mb", "loop_p99_ms", "cached_graphs"} <= set(result["samples"][0])
+    assert set(s["slopes"]) == {"cuda_allocated_mb_per_hour", "cuda_reserved_mb_per_hour", "rss_mb_per_hour",
+                                "loop_p50_ms_per_hour", "loop_p99_ms_per_hour"}

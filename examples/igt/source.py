@@ -276,6 +276,9 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=18944)
     parser.add_argument("--fps", type=float, default=30.0)
     parser.add_argument("--frames", type=int, default=300)
+    parser.add_argument("--first", type=int, default=0, help="id of the first frame (default 0)")
+    parser.add_argument("--wait-s", type=float, default=5.0,
+                        help="after the last frame, wait this long without a new answer (default 5)")
     parser.add_argument("--size", default="192x256", help="HEIGHTxWIDTH")
     parser.add_argument("--json", help="save the per-frame latencies and packets here")
     parser.add_argument("--print-port", action="store_true", help="first line of output: 'port N'")
@@ -288,14 +291,14 @@ def main() -> None:
     else:
         print(f"listening on {args.host}:{server.port}; waiting for a client", flush=True)
     server.wait_connected(timeout=3600)
-    server.stream()
-    server.wait_answers()
+    server.stream(args.first, args.frames)
+    server.wait_answers(timeout=args.wait_s)
     latencies = server.record.answered()
     print(f"sent {len(server.record.sent)}, answered {len(latencies)}", flush=True)
     if args.json:
         with open(args.json, "w") as fh:
             json.dump({"latency_ms": latencies, "packets": server.record.packets,
-                       "unsent": server.record.unsent}, fh)
+                       "unsent": server.record.unsent, "sent": sorted(server.record.sent)}, fh)
     server.close()
 
 
