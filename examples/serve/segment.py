@@ -170,6 +170,9 @@ def decode_frame(encoded: bytes, device: Any, size: Optional[Tuple[int, int]] = 
         except RuntimeError as exc:
             if isinstance(exc, torch.OutOfMemoryError):
                 raise
+            if any(words in str(exc).lower() for words in ("out of memory", "allocator_failure")):
+                # nvjpeg's own allocation failures come as plain RuntimeErrors: still ours, not the client's.
+                raise torch.OutOfMemoryError(f"decoding the JPEG: {exc}") from exc
             raise BadRequest(400, f"'image' could not be decoded: {exc}") from None
         if chw.dtype != torch.uint8 or chw.dim() != 3 or chw.shape[0] != 3:
             raise BadRequest(400, f"'image' decodes to {tuple(chw.shape)} {chw.dtype}; 8-bit RGB expected")
