@@ -184,3 +184,21 @@ def test_request_bodies_end_in_an_answer_or_a_4xx(image, fields):
         assert exc.status in (400, 413)
         return
     assert size == (6, 8) and set(arrays) <= {"point_coords", "point_labels", "box", "multimask_output"}
+
+
+def test_the_long_runs_figures_in_the_docs_match_its_json():
+    data = json.loads((ROOT / "docs" / "results" / "fuzz-cpu-run1.json").read_text())
+    text = (ROOT / "docs" / "reliability.rst").read_text()
+    table = text.split("Run 1 (CPU")[1].split("* **Found and fixed**")[0]
+    rows = [[cell.strip() for cell in row.split("\n     - ")]
+            for row in table.split("   * - ")[2:]]
+    assert [row[0] for row in rows] == ["OpenIGTLink reader", "Serve request decoding"]
+    for row, key, target in zip(rows, ("igt", "serve"), ("link.py", "segment.py")):
+        run = data[key]
+        coverage = run["line_coverage"]["targets"][target]
+        assert int(row[1]) == run["executions"] and int(row[2]) == run["exec_per_s"]
+        assert int(row[3]) == run["edges_covered"]
+        assert row[4] == f"{run['seed_inputs']} -> {run['corpus_final']}"
+        assert row[5].startswith(f"{coverage['executed']} of {coverage['lines']} ({coverage['percent']}%)")
+        assert run["crashes"] == [] and run["exit_code"] == 0
+    assert [f["kind"] for f in data["findings"]] == ["SIGSEGV", "timeout (harness)"]
