@@ -190,12 +190,12 @@ def _decode_png(encoded: bytes) -> Any:
         with Image.open(io.BytesIO(encoded), formats=("PNG",)) as image:
             if image.mode not in ("1", "L", "LA", "P", "PA", "RGB", "RGBA"):
                 raise BadRequest(400, f"'image' is a {image.mode} PNG; 8-bit images only")
-            rgb = np.asarray(image.convert("RGB"))
+            rgb = np.array(image.convert("RGB"))  # writable, as torch.from_numpy wants
     except BadRequest:
         raise
     except (OSError, ValueError, SyntaxError, EOFError, struct_error) as exc:
         raise BadRequest(400, f"'image' could not be decoded: {exc}") from None
-    return torch.from_numpy(np.ascontiguousarray(rgb))
+    return torch.from_numpy(rgb)
 
 
 # -- the result packet -----------------------------------------------------------
