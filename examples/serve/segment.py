@@ -15,6 +15,7 @@ import logging
 import os
 import threading
 import time
+import traceback
 import warnings
 from dataclasses import dataclass
 from struct import error as struct_error
@@ -436,6 +437,7 @@ class Replica:
                 else:
                     self._log.exception("request failed in %s", step)
                     results[i] = self._error(500, f"{type(exc).__name__} in {step}: {exc}")
+                traceback.clear_frames(exc.__traceback__)  # what the request held, even if a handler keeps the record
         return results  # type: ignore[return-value]
 
     # -- fault injection (tests and drills) ------------------------------------
