@@ -51,6 +51,8 @@ def memory_cap(device: torch.device, headroom_bytes: int = 0) -> Iterator[int]:
     """Inside the block, this process may reserve at most ``headroom_bytes`` more
     device memory than it holds now: larger allocations raise a real
     ``torch.OutOfMemoryError`` from PyTorch's caching allocator. Yields the cap in bytes."""
+    if device.index is None:  # the memory-fraction call wants an index
+        device = torch.device(device.type, torch.cuda.current_device())
     settle(device)
     total = torch.cuda.get_device_properties(device).total_memory
     cap = torch.cuda.memory_reserved(device) + headroom_bytes

@@ -274,8 +274,12 @@ def _run(predictor, server, stream, **options):
     return loop
 
 
-def test_a_frame_whose_model_raises_out_of_memory_is_an_error_and_the_loop_goes_on(predictor):
+def test_a_frame_whose_model_raises_out_of_memory_is_an_error_and_the_loop_goes_on(predictor, caplog):
     # The faults come from the real model's forward (image encoder, mask decoder).
+    import logging
+
+    import torch
+
     server = FrameServer(fps=30, frames=15, size=SIZE, lockstep=True, lockstep_timeout=2.0)
 
     def stream():
@@ -285,9 +289,19 @@ def test_a_frame_whose_model_raises_out_of_memory_is_an_error_and_the_loop_goes_
         inject_fault(predictor, "predict", "oom", count=1)
         server.stream(10, 5)
 
-    loop = _run(predictor, server, stream)
+    with caplog.at_level(logging.ERROR, logger="igt.orchestrator"):
+        loop = _run(predictor, server, stream)
     c = loop.counters
     assert c.error_ids == [5, 6, 10] and c.errors_by_type == {"OutOfMemoryError": 3}
+    # The log records keep their tracebacks, but not what the failed frames held
+    # (on a GPU: their uploads), so the memory is free for the next frame.
+    failures = [r for r in caplog.records if r.exc_info and "failed; the loop goes on" in r.getMessage()]
+    assert len(failures) == 3
+    for record in failures:
+        tb = record.exc_info[2].tb_next  # the frames below the loop's own
+        while tb is not None:
+            assert not any(isinstance(v, torch.Tensor) for v in tb.tb_frame.f_locals.values()), tb.tb_frame
+            tb = tb.tb_next
     answered = set(server.record.answered())
     # (a frame slower than the lockstep timeout may be dropped for a newer one: counted)
     assert answered | set(c.dropped_ids) == set(range(15)) - {5, 6, 10}

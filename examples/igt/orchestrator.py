@@ -53,6 +53,7 @@ import struct
 import sys
 import threading
 import time
+import traceback
 from dataclasses import dataclass, field
 from typing import Any, Deque, Dict, List, Optional, Sequence, Tuple
 
@@ -486,13 +487,16 @@ class Orchestrator:
             try:
                 result, label = self.process(frame, marks)
             except Exception as exc:
-                # Out of device memory included: what the failed frame held is
-                # freed with its frames here, and the next frame starts afresh.
                 self.counters.errors += 1
                 self.counters.error_ids.append(frame.frame_id)
                 name = type(exc).__name__
                 self.counters.errors_by_type[name] = self.counters.errors_by_type.get(name, 0) + 1
                 log.exception("frame %d failed; the loop goes on", frame.frame_id)
+                # The traceback's frames hold what the failed frame had on the
+                # device (its upload, half of its set_image): let it go now, even
+                # if a log handler keeps the record, so that after out of memory
+                # the next frame finds the memory free.
+                traceback.clear_frames(exc.__traceback__)
                 continue
             self._reply(frame, result, label, popped, marks)
             self._between_frames()

@@ -15,6 +15,7 @@ import logging
 import os
 import threading
 import time
+import traceback
 import warnings
 from dataclasses import dataclass
 from struct import error as struct_error
@@ -190,12 +191,12 @@ def _decode_png(encoded: bytes) -> Any:
         with Image.open(io.BytesIO(encoded), formats=("PNG",)) as image:
             if image.mode not in ("1", "L", "LA", "P", "PA", "RGB", "RGBA"):
                 raise BadRequest(400, f"'image' is a {image.mode} PNG; 8-bit images only")
-            rgb = np.asarray(image.convert("RGB"))
+            rgb = np.array(image.convert("RGB"))  # writable, as torch.from_numpy wants
     except BadRequest:
         raise
     except (OSError, ValueError, SyntaxError, EOFError, struct_error) as exc:
         raise BadRequest(400, f"'image' could not be decoded: {exc}") from None
-    return torch.from_numpy(np.ascontiguousarray(rgb))
+    return torch.from_numpy(rgb)
 
 
 # -- the result packet -----------------------------------------------------------
@@ -436,6 +437,7 @@ class Replica:
                 else:
                     self._log.exception("request failed in %s", step)
                     results[i] = self._error(500, f"{type(exc).__name__} in {step}: {exc}")
+                traceback.clear_frames(exc.__traceback__)  # what the request held, even if a handler keeps the record
         return results  # type: ignore[return-value]
 
     # -- fault injection (tests and drills) ------------------------------------

@@ -226,7 +226,8 @@ def test_the_igt_loop_counts_out_of_memory_frames_and_goes_on(device, predictor)
     assert _held(device) == held
 
 
-def test_a_replica_answers_503_for_out_of_memory_and_keeps_serving(device, predictor):
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG"])  # JPEG: decoded on the GPU (nvjpeg); PNG: by PIL on the host
+def test_a_replica_answers_503_for_out_of_memory_and_keeps_serving(device, predictor, fmt):
     sys.path.insert(0, str(ROOT / "examples" / "serve"))
     import base64
     import json
@@ -238,7 +239,7 @@ def test_a_replica_answers_503_for_out_of_memory_and_keeps_serving(device, predi
     from samgpu_shim.tools.models import synthetic_image
 
     buffer = io.BytesIO()
-    Image.fromarray(synthetic_image(*UHD, seed=2)).save(buffer, "JPEG", quality=90)  # decoded on the GPU
+    Image.fromarray(synthetic_image(*UHD, seed=2)).save(buffer, fmt)
     body = json.dumps({"image": base64.b64encode(buffer.getvalue()).decode(), "point_coords": [[1900, 1000]],
                        "point_labels": [1]}).encode()
     kpi = logging.getLogger(KPI_LOGGER_NAME)
