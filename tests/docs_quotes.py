@@ -1308,3 +1308,122 @@ add(
     )
 )
 add(quote(KPI, "every {} s", FLUSH_SECONDS, source="samgpu_shim/_metrics.py (FLUSH_SECONDS)"))
+
+
+# --- hostile input and faults (docs/igt.rst, docs/reliability.rst) --------------------
+
+FUZZ1 = "fuzz-cpu-run1.json"
+_FUZZ = load(FUZZ1)
+_LINK_COV = _FUZZ["igt"]["line_coverage"]["targets"]["link.py"]
+_FRAME_COV = _FUZZ["igt"]["line_coverage"]["targets"]["orchestrator.py"]
+_SEGMENT_COV = _FUZZ["serve"]["line_coverage"]["targets"]["segment.py"]
+add(
+    quote(
+        RELIABILITY,
+        "{} of {} ({}%) in link.py; {} of {} of ``frame_from``",
+        _LINK_COV["executed"],
+        _LINK_COV["lines"],
+        _LINK_COV["percent"],
+        _FRAME_COV["executed"],
+        _FRAME_COV["lines"],
+        source=FUZZ1,
+    )
+)
+add(
+    quote(
+        RELIABILITY,
+        "{} of {} ({}%) in segment.py",
+        _SEGMENT_COV["executed"],
+        _SEGMENT_COV["lines"],
+        _SEGMENT_COV["percent"],
+        source=FUZZ1,
+    )
+)
+assert _FUZZ["igt"]["seconds"] == _FUZZ["serve"]["seconds"]
+add(quote(RELIABILITY, "Not reached in {} minutes", round(_FUZZ["igt"]["seconds"] / 60), source=FUZZ1))
+
+
+def _code(path: str, pattern: str) -> str:
+    """A setting as the code writes it."""
+    m = re.search(pattern, (ROOT / path).read_text(encoding="utf-8"), flags=re.M)
+    assert m, f"{path}: no {pattern!r}"
+    return m.group(1)
+
+
+CAMPAIGN, LINK, CLIENT = "tests/fuzz/campaign.py", "examples/igt/link.py", "examples/serve/client.py"
+add(
+    quote(
+        RELIABILITY,
+        "more than {} GB of RSS (``-rss_limit_mb``",
+        round(int(_code(CAMPAIGN, r'"-rss_limit_mb=(\d+)"')) / 1024),
+        source=f"{CAMPAIGN} (FLAGS)",
+    )
+)
+add(quote(RELIABILITY, "over {} s", _code(CAMPAIGN, r'"-timeout=(\d+)"'), source=f"{CAMPAIGN} (FLAGS)"))
+add(
+    quote(
+        RELIABILITY,
+        "sizes beyond the harness's {} KB inputs",
+        int(_code(CAMPAIGN, r'"-max_len=(\d+)"')) // 1024,
+        source=f"{CAMPAIGN} (FLAGS)",
+    )
+)
+add(
+    quote(
+        IGT,
+        "``SAMGPU_IGT_MAX_BODY_BYTES``   {} MiB",
+        _code(LINK, r"^MAX_BODY = (\d+) \* 1024 \* 1024"),
+        source=f"{LINK} (MAX_BODY)",
+    )
+)
+add(
+    quote(
+        IGT,
+        "``SAMGPU_IGT_MAX_PIXELS``       {} x {}",
+        *_code(LINK, r"^MAX_PIXELS = ((\d+) \* \2)").split(" * "),
+        source=f"{LINK} (MAX_PIXELS)",
+    )
+)
+_SKIP_KB = _code(LINK, r"scratch = memoryview\(bytearray\(min\(size, (\d+) \* 1024\)")
+add(quote(IGT, "read past in {} KB chunks", _SKIP_KB, source=f"{LINK} (_skip)"))
+add(quote(RELIABILITY, "read past in {} KB chunks", _SKIP_KB, source=f"{LINK} (_skip)"))
+add(
+    quote(
+        RELIABILITY,
+        "full jitter ({} s doubling, capped at {} s), at least ``Retry-After``, and never past the call's deadline "
+        "({} s)",
+        _code(CLIENT, r"base_s: float = ([\d.]+)"),
+        round(float(_code(CLIENT, r"cap_s: float = ([\d.]+)"))),
+        round(float(_code(CLIENT, r"deadline_s: float = ([\d.]+)"))),
+        source=f"{CLIENT} (segment's defaults)",
+    )
+)
+add(
+    quote(
+        RELIABILITY,
+        "within its {} s deadline",
+        round(float(_code(CLIENT, r"deadline_s: float = ([\d.]+)"))),
+        source=f"{CLIENT} (segment's defaults)",
+    )
+)
+add(
+    quote(
+        RELIABILITY,
+        "(health check every {} s)",
+        _code("examples/serve/app.py", r"health_check_period_s=(\d+)"),
+        source="examples/serve/app.py (the deployment)",
+    )
+)
+NOT_MEASUREMENTS += [
+    (r"torchvision \d+\.\d+", "a version"),
+    (
+        r"a 4 GB body|\(< 1 MB traced\)|allow: none\)\s+< 1 MB traced|a 60 MB one holds < 1 MB"
+        r"|body announced 60 MB, 100 KB sent|\(MiB chunks\): < 3 MB traced|announces 60 MB and sends 100 KB"
+        r"|a million prompt points \(14 MB of JSON\)|outside the image counted\); < 1 MB traced"
+        r"|60000x60000 \(decompression bomb\),\s+< 1 MB traced"
+        r"|``SAMGPU_ENCODER=fast-compile``, 64 MB of headroom|features within 5% of"
+        r"|memory back within 4 MB",
+        "a test's input, or a bound the test enforces (test_igt_hostile.py, test_serve_hostile.py, "
+        "gpu/test_faults_gpu.py)",
+    ),
+]

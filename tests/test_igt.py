@@ -335,3 +335,39 @@ def test_every_answered_frame_is_timed_by_stage_and_gc_is_restored(predictor):
         inside = sum(v for k, v in t["stages_ms"].items() if k != "receive")
         assert abs(inside - t["loop_ms"]) < 0.05 * t["loop_ms"] + 1.0
     assert loop.gc_pauses and all(end >= start for start, end, _ in loop.gc_pauses)
+
+
+def test_the_prompts_hook_is_called_for_one_structure_and_for_several(predictor):
+    """``prompts(frame)`` (the soak's hook) feeds predict in both device paths,
+    with predict's shapes for one structure and the batched ones for several;
+    a box it adds reaches segment-anything's batched call too."""
+    from orchestrator import Frame
+    from source import Phantom
+
+    class Hooked(Orchestrator):
+        box = None
+
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.seen = []
+
+        def prompts(self, frame):
+            out = super().prompts(frame)
+            self.seen.append((frame.frame_id, tuple(out["point_coords"].shape), tuple(out["point_labels"].shape)))
+            if self.box is not None:
+                out["box"] = self.box
+            return out
+
+    phantom = Phantom(*SIZE, seed=1)
+    frames = [Frame(phantom.frame(k)[0], k, 0.0, time.perf_counter(), 0) for k in range(3)]
+    plain = Orchestrator(predictor, seed_point=SEED)
+    one = Hooked(predictor, seed_point=SEED)
+    assert [one.process(f)[0] for f in frames] == [plain.process(f)[0] for f in frames]
+    assert one.seen == [(k, (1, 2), (1,)) for k in range(3)]
+
+    several = Hooked(predictor, seed_points=SEEDS3)
+    several.process(frames[0])
+    assert several.seen == [(0, (3, 1, 2), (3, 1))]
+    several.box = torch.tensor([[40.0, 30.0, 220.0, 170.0]]).repeat(3, 1)
+    packet, label = several.process(frames[1])
+    assert len(packet["objects"]) == 3 and label.shape == SIZE and several.seen[-1][0] == 1

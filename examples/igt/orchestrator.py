@@ -30,6 +30,16 @@ Timing (``instrument=True``): every answered frame's time split into stages
 send; on CUDA also each stage's device time from events read after the
 frame's one sync), the interpreter's garbage collections that overlapped it,
 and the caching allocator's counters, so that a tail can be named.
+
+Hostile input: the loop opens no port, it connects out to ``host:port``
+(127.0.0.1 by default). Only IMAGE messages are unpacked; every size the
+peer announces is checked before anything of that size is allocated
+(``link.Limits``: body bytes, pixels, components, a deadline for each body;
+``SAMGPU_IGT_*`` in the environment); ``frame_size`` restricts frames to one
+size; a reply the peer does not read within ``send_timeout_s`` costs the
+connection, not the loop. A frame whose processing raises (out of device
+memory included) is counted in ``errors`` and ``errors_by_type``, and the
+next frame is processed.
 """
 
 from __future__ import annotations
@@ -39,15 +49,17 @@ import gc
 import json
 import logging
 import socket
+import struct
 import sys
 import threading
 import time
+import traceback
 from dataclasses import dataclass, field
 from typing import Any, Deque, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
-from link import BadMessage, LinkBroken, read_message, string_message
+from link import BadMessage, FramingLost, Limits, LinkBroken, read_message, string_message
 from packing import label_message
 
 import samgpu_shim
@@ -76,16 +88,21 @@ class Counters:
     dropped: int = 0  # evicted from the queue by newer frames
     late: int = 0  # answered after the deadline
     bad_messages: int = 0  # could not be unpacked
-    bad_frames: int = 0  # an IMAGE that is not a 2D uint8 frame
+    bad_frames: int = 0  # an IMAGE that is not a 2D uint8 frame (or not of frame_size)
     ignored: int = 0  # other message types and devices
     stale: int = 0  # processed, but their connection was gone
     reconnects: int = 0
+    framing_lost: int = 0  # a header or size that broke the stream: connection remade
     errors: int = 0  # processing raised (logged; the loop goes on)
+    errors_by_type: Dict[str, int] = field(default_factory=dict)  # exception class name -> count
     dropped_ids: List[int] = field(default_factory=list)
+    error_ids: List[int] = field(default_factory=list)
+    stale_ids: List[int] = field(default_factory=list)
 
 
-def frame_from(message: Any) -> Tuple[np.ndarray, int]:
-    """(image, frame id) of an IMAGE message; ValueError names what is wrong."""
+def frame_from(message: Any, frame_size: Optional[Tuple[int, int]] = None) -> Tuple[np.ndarray, int]:
+    """(image, frame id) of an IMAGE message; ValueError names what is wrong.
+    ``frame_size`` (height, width): only frames of that size are accepted."""
     image = np.asarray(message.image)
     if image.dtype != np.uint8:
         raise ValueError(f"frame dtype is {image.dtype}, expected uint8")
@@ -95,6 +112,8 @@ def frame_from(message: Any) -> Tuple[np.ndarray, int]:
         image = image[0]
     if not (image.ndim == 2 or (image.ndim == 3 and image.shape[-1] == 3)) or min(image.shape[:2]) < 8:
         raise ValueError(f"frame shape is {tuple(message.image.shape)}, expected (1, H, W) or (1, H, W, 3)")
+    if frame_size is not None and tuple(image.shape[:2]) != tuple(frame_size):
+        raise ValueError(f"frame is {image.shape[0]}x{image.shape[1]}, this loop takes {frame_size[0]}x{frame_size[1]}")
     try:
         frame_id = int(message.metadata.get("frame_id", -1))
     except (TypeError, ValueError):
@@ -253,6 +272,9 @@ class Orchestrator:
         gc_mode: str = "default",
         gc_every: int = 30,
         switch_interval_ms: Optional[float] = None,
+        limits: Optional[Limits] = None,
+        frame_size: Optional[Tuple[int, int]] = None,
+        send_timeout_s: float = 2.0,
     ) -> None:
         if queue_size < 1:
             raise ValueError("queue_size must be at least 1")
@@ -262,6 +284,11 @@ class Orchestrator:
             raise ValueError("gc_mode must be 'default' or 'freeze'")
         self.predictor = predictor
         self.host, self.port = host, port
+        # What the reader accepts: only IMAGE messages are unpacked (others are
+        # read past), sizes bounded (link.Limits; SAMGPU_IGT_* environment).
+        self.limits = limits if limits is not None else Limits.from_env(accept=frozenset({"IMAGE"}))
+        self.frame_size = frame_size
+        self.send_timeout_s = send_timeout_s
         self.deadline_ms = deadline_ms
         self.legacy = legacy
         self.frame_device = frame_device  # None: every IMAGE is a frame
@@ -371,6 +398,11 @@ class Orchestrator:
                 sock = socket.create_connection((self.host, self.port), timeout=1.0)
                 sock.settimeout(None)
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                # A peer that stops reading our replies must not block the
+                # working thread for ever: sends (only sends) time out.
+                seconds = int(self.send_timeout_s)
+                timeval = struct.pack("ll", seconds, int((self.send_timeout_s - seconds) * 1e6))
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, timeval)
                 return sock
             except OSError:
                 self._stop.wait(backoff)
@@ -393,6 +425,10 @@ class Orchestrator:
             first = False
             try:
                 self._read(sock, connection)
+            except FramingLost as exc:
+                self.counters.framing_lost += 1
+                if not self._stop.is_set():
+                    log.warning("stream out of step (%s); reconnecting", exc)
             except (LinkBroken, OSError) as exc:
                 if not self._stop.is_set():
                     log.warning("connection lost (%s); reconnecting", exc)
@@ -411,7 +447,7 @@ class Orchestrator:
                 sock.recv(1, socket.MSG_PEEK)
                 first_byte = time.perf_counter()
             try:
-                message = read_message(sock)
+                message = read_message(sock, self.limits)
             except BadMessage as exc:
                 self.counters.bad_messages += 1
                 log.warning("%s", exc)
@@ -423,7 +459,7 @@ class Orchestrator:
                 self.counters.ignored += 1
                 continue
             try:
-                image, frame_id = frame_from(message)
+                image, frame_id = frame_from(message, self.frame_size)
             except ValueError as exc:
                 self.counters.bad_frames += 1
                 log.warning("IMAGE from %r skipped: %s", message.device_name, exc)
@@ -450,9 +486,17 @@ class Orchestrator:
             marks = _Marks(self.instrument and self.device.type == "cuda") if self.instrument else None
             try:
                 result, label = self.process(frame, marks)
-            except Exception:
+            except Exception as exc:
                 self.counters.errors += 1
+                self.counters.error_ids.append(frame.frame_id)
+                name = type(exc).__name__
+                self.counters.errors_by_type[name] = self.counters.errors_by_type.get(name, 0) + 1
                 log.exception("frame %d failed; the loop goes on", frame.frame_id)
+                # The traceback's frames hold what the failed frame had on the
+                # device (its upload, half of its set_image): let it go now, even
+                # if a log handler keeps the record, so that after out of memory
+                # the next frame finds the memory free.
+                traceback.clear_frames(exc.__traceback__)
                 continue
             self._reply(frame, result, label, popped, marks)
             self._between_frames()
@@ -510,19 +554,36 @@ class Orchestrator:
         # writes this buffer again (one work thread, frames in turn).
         return out.numpy()
 
-    def _predict_device(self, marks: Optional[_Marks]) -> Tuple[Any, Any, Any]:
-        predictor = self.predictor
+    def prompts(self, frame: Frame) -> Dict[str, Any]:
+        """``predict``'s prompts for this frame, from the last result (on the
+        device): the centroid as the point, the low-res logits as ``mask_input``.
+        A subclass may add to them (the soak varies their shapes).
+
+        One structure: ``point_coords`` (1, 2), ``point_labels`` (1,),
+        ``mask_input`` (1, h, w), as for ``predict``. Several structures: the
+        batched shapes, ``point_coords`` (K, 1, 2), ``point_labels`` (K, 1),
+        ``mask_input`` (K, 1, h, w), in image coordinates (segment-anything's
+        batched call gets them, and a ``box``, moved into the model's frame)."""
         if self.single:
-            return predictor.predict(point_coords=self._point, point_labels=self._label_t, mask_input=self._logits,
-                                     multimask_output=True)
+            return {"point_coords": self._point, "point_labels": self._label_t, "mask_input": self._logits}
         points = self._point if isinstance(self._point, torch.Tensor) else torch.as_tensor(
             self._point, dtype=torch.float32, device=self.device)
-        if is_sam2(predictor):  # batched points: (K, 1, 2), masks (K, 1, h, w)
-            return predictor.predict(point_coords=points, point_labels=self._labels_k, mask_input=self._logits,
-                                     multimask_output=True)
+        return {"point_coords": points, "point_labels": self._labels_k, "mask_input": self._logits}
+
+    def _predict_device(self, frame: Frame, marks: Optional[_Marks]) -> Tuple[Any, Any, Any]:
+        predictor = self.predictor
+        prompts = self.prompts(frame)
+        # One structure, or SAM 2's batched points ((K, 1, 2), masks (K, 1, h, w)).
+        if self.single or is_sam2(predictor):
+            return predictor.predict(**prompts, multimask_output=True)
         # segment-anything: its batched call, in the model's input frame.
-        coords = predictor.transform.apply_coords_torch(points.to(torch.float32), predictor.original_size)
-        return predictor.predict_torch(coords, self._labels_k, None, self._logits, multimask_output=True)
+        coords, box = prompts.get("point_coords"), prompts.get("box")
+        if coords is not None:
+            coords = predictor.transform.apply_coords_torch(coords.to(torch.float32), predictor.original_size)
+        if box is not None:
+            box = predictor.transform.apply_boxes_torch(box.to(torch.float32), predictor.original_size)
+        return predictor.predict_torch(coords, prompts.get("point_labels"), box, prompts.get("mask_input"),
+                                       multimask_output=True)
 
     def _process_device(self, frame: Frame, marks: Optional[_Marks]) -> Tuple[Dict[str, Any], np.ndarray]:
         predictor = self.predictor
@@ -532,7 +593,7 @@ class Orchestrator:
         predictor.set_image(image)
         if marks is not None:
             marks.mark("set_image")
-        masks, scores, logits = self._predict_device(marks)
+        masks, scores, logits = self._predict_device(frame, marks)
         if marks is not None:
             marks.mark("predict")
         if isinstance(masks, np.ndarray):  # rolled back: upstream's numpy results
@@ -622,12 +683,20 @@ class Orchestrator:
             sock = self._sock
             if sock is None or frame.connection != self._connection:
                 self.counters.stale += 1
+                self.counters.stale_ids.append(frame.frame_id)
                 return
             try:
                 sock.sendall(raw)
             except OSError as exc:
                 self.counters.stale += 1
-                log.warning("reply to frame %d not sent: %s", frame.frame_id, exc)
+                self.counters.stale_ids.append(frame.frame_id)
+                log.warning("reply to frame %d not sent (%s); dropping the connection", frame.frame_id, exc)
+                # Part of a reply may have gone out: the peer's stream is out
+                # of step. The receiving thread sees the shutdown and reconnects.
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
                 return
         sent = time.perf_counter()
         latency = (sent - frame.arrived) * 1e3
