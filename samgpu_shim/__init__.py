@@ -12,6 +12,7 @@ from typing import Any
 from ._config import (
     ENV_AS_NUMPY,
     ENV_AS_NUMPY_MODULES,
+    ENV_COMPILE_DIR,
     ENV_CUDA_GRAPHS,
     ENV_DISABLE,
     ENV_ENCODER,
@@ -34,6 +35,7 @@ from ._version import __version__
 __all__ = [
     "ENV_AS_NUMPY",
     "ENV_AS_NUMPY_MODULES",
+    "ENV_COMPILE_DIR",
     "ENV_CUDA_GRAPHS",
     "ENV_DISABLE",
     "ENV_ENCODER",

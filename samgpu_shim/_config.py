@@ -154,6 +154,12 @@ def _metrics_arg(key: str, value: Any) -> Tuple[str, ...]:
     return names
 
 
+def _path_arg(key: str, value: Any) -> str:
+    if not isinstance(value, (str, os.PathLike)):
+        raise TypeError(f"configure({key}=...) must be a path or None, got {type(value).__name__}")
+    return os.fspath(value)
+
+
 def _cache_size_arg(key: str, value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"configure({key}=...) must be an int >= 1, got {value!r}")
@@ -229,8 +235,9 @@ SETTINGS: Tuple[Setting, ...] = (
         "encoder", "SAMGPU_ENCODER", _encoder, "default", "default, fast or fast-compile",
         "Image encoder path on CUDA (opt-in; off in rollback): fast runs it in bfloat16 with fused attention "
         "(scaled_dot_product_attention, relative-position bias included); fast-compile also compiles the "
-        "encoder with torch.compile (minutes of warm-up on the first frame of each size). Overrides "
-        "SAMGPU_ENCODER_PRECISION. An unknown value logs a warning and keeps the default.",
+        "encoder with torch.compile (warm-up on the first frame of each size: about 50 s for vit_h on an "
+        "H100, run 27). Overrides SAMGPU_ENCODER_PRECISION. An unknown value logs a warning and keeps the "
+        "default.",
         _encoder_arg,
     ),
     Setting(
@@ -256,6 +263,15 @@ SETTINGS: Tuple[Setting, ...] = (
         "prometheus (prometheus_client's default registry). A backend whose package is missing is one "
         "warning. See docs/kpi.rst (Dashboards).",
         _metrics_arg,
+    ),
+    Setting(
+        "compile_dir", "SAMGPU_COMPILE_DIR", _path, None, "a directory",
+        "Ahead-of-time encoders for fast-compile: with a directory, SAMGPU_ENCODER=fast-compile runs the image "
+        "encoder from an AOTInductor package kept there, one per model (weights included), input size, GPU, CUDA, "
+        "torch and shim version. A missing package is built on first use (minutes; or beforehand with "
+        "examples/igt/demo.py --build-only); one whose manifest does not match is rebuilt, never used. Unset: "
+        "fast-compile compiles in the process (torch.compile).",
+        _path_arg,
     ),
     Setting(
         "graph_cache_size", None, None, DEFAULT_GRAPH_CACHE_SIZE, "an int >= 1",
@@ -289,9 +305,12 @@ ENV_METRICS = "SAMGPU_METRICS"
 """Metrics backends: otel, prometheus."""
 ENV_TRANSFER_GUARD = "SAMGPU_TRANSFER_GUARD"
 """Transfer guard mode: off, allow, log, disallow."""
+ENV_COMPILE_DIR = "SAMGPU_COMPILE_DIR"
+"""Directory of fast-compile's ahead-of-time encoder packages."""
 assert {s.env for s in SETTINGS if s.env} == {
     ENV_AS_NUMPY, ENV_DISABLE, ENV_KPI_FILE, ENV_CUDA_GRAPHS, ENV_AS_NUMPY_MODULES, ENV_KPI_SAMPLE,
     ENV_KPI_DEVICE_TIME, ENV_ENCODER_PRECISION, ENV_ENCODER, ENV_STRICT, ENV_METRICS, ENV_TRANSFER_GUARD,
+    ENV_COMPILE_DIR,
 }
 
 
@@ -360,9 +379,8 @@ def configure(**changes: Any) -> None:
     Each keyword is a setting of the table (docs/configuration.rst):
     ``as_numpy``, ``cuda_graphs``, ``as_numpy_modules``, ``kpi_sample``,
     ``kpi_device_time``, ``encoder_precision``, ``encoder``, ``strict``,
-    ``transfer_guard``, ``metrics``,
-    ``graph_cache_size``. ``None`` drops the override so that the environment
-    applies again. An explicit ``as_numpy=`` keyword on a call still wins over
+    ``transfer_guard``, ``metrics``, ``compile_dir``, ``graph_cache_size``. ``None`` drops the override so that the
+    environment applies again. An explicit ``as_numpy=`` keyword on a call still wins over
     ``configure(as_numpy=...)``. Every value is checked before any is applied.
     """
     global _runtime

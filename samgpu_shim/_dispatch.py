@@ -9,12 +9,17 @@ replacement runs only inside GPU-mode calls.
 
 from __future__ import annotations
 
+import contextvars
 import sys
 import time
 from typing import Any, Callable, Tuple
 
 from . import _config, _metrics, _telemetry
 from .families import Wrapper
+
+# True while upstream's own predict runs for a numpy-mode call: methods it calls
+# internally (segment-anything's predict_torch) must stay upstream's too.
+UPSTREAM_CALL = contextvars.ContextVar("samgpu_shim_upstream_call", default=False)
 
 
 def predict_wrapper(family: str, resident: Callable[..., Any]) -> Wrapper:
@@ -38,7 +43,11 @@ def predict_wrapper(family: str, resident: Callable[..., Any]) -> Wrapper:
         started = clock()
         if as_numpy:
             args, kwargs = host_prompts(args, kwargs)
-            out = wrapped(*args, **kwargs)
+            token = UPSTREAM_CALL.set(True)
+            try:
+                out = wrapped(*args, **kwargs)
+            finally:
+                UPSTREAM_CALL.reset(token)
         else:
             out = resident(instance, *args, **kwargs)
             if scoped_guard is None:

@@ -60,6 +60,8 @@ def run(op: Op, results: Tuple[Any, Any, Any]) -> Tuple[str, Any]:
 def _host(x: Any) -> Any:
     if isinstance(x, torch.Tensor):
         return x.detach().cpu().numpy()
+    if isinstance(x, (tuple, list)):
+        return tuple(_host(v) for v in x)
     return x
 
 

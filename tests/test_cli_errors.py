@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import configparser
 import importlib.util
+import json
+import os
 import pathlib
 import re
 import subprocess
@@ -12,7 +15,7 @@ import sys
 import pytest
 
 import samgpu_shim
-from samgpu_shim.tools import bench, cli
+from samgpu_shim.tools import bench, cli, doctor, segment
 
 DOCS = pathlib.Path(__file__).parent.parent / "docs" / "usage.rst"
 README = pathlib.Path(__file__).parent.parent / "README.md"
@@ -27,14 +30,17 @@ def no_work(monkeypatch):
 
     monkeypatch.setattr(bench, "run", boom)
     monkeypatch.setattr(bench, "run_model", boom)
+    monkeypatch.setattr(segment, "run", boom)
 
 
 def _error(argv, capsys):
+    """The one error line; progress lines may come before it (a command says at once what it starts)."""
     code = cli.main(argv)
-    err = capsys.readouterr().err.strip()
+    lines = capsys.readouterr().err.strip().splitlines()
     assert code == 2
-    assert "\n" not in err and "Traceback" not in err, err
-    return err
+    errors = [line for line in lines if ": error: " in line]
+    assert errors == lines[-1:] and "Traceback" not in "\n".join(lines), lines
+    return errors[0]
 
 
 @pytest.mark.parametrize(
@@ -50,10 +56,62 @@ def _error(argv, capsys):
         (["bench", "--json", "/nonexistent-folder/x.json"], "does not exist"),
         (["bench", "--compile", "--family", "sam2"], "--compile"),
         (["soak", "--calls", "0"], "--calls 0"),
+        (["bench", "--image", "no-such-photo.jpg"], "no file of that name"),
+        (["bench", "--checkpoint", "/nonexistent/sam.pth"], "--checkpoint /nonexistent/sam.pth: no such file"),
+        (["bench", "--checkpoint", "{photo}", "--family", "hq"], "checkpoints are read for --family sam, sam2"),
+        (["bench", "--checkpoint", "{photo}", "--model", "tiny", "vit_b"], "at most one --model"),
+        (["segment", "no-such-photo.jpg"], "no-such-photo.jpg: no such file"),
+        (["segment", "{text}"], "not an image file"),
+        (["segment", "{photo}", "--point", "5"], "--point '5': expected X,Y"),
+        (["segment", "{photo}", "--point", "a,b"], "expected X,Y"),
+        (["segment", "{photo}", "--point", "40,30", "--point", "500,10"], "--point 500,10: outside the image (64x48"),
+        (["segment", "{photo}", "--bg-point", "10,48"], "--bg-point 10,48: outside the image"),
+        (["segment", "{photo}", "--box", "30,10,20,40"], "needs X0 < X1 and Y0 < Y1"),
+        (["segment", "{photo}", "--box", "1,2,3"], "expected X0,Y0,X1,Y1"),
+        (["segment", "{photo}", "--box", "10,10,65,40"], "--box 10,10,65,40: outside the image (64x48"),
+        (["segment", "{photo}", "--out", "overlay.jpg"], "give a name ending in .png"),
+        (["segment", "{photo}", "--calls", "0"], "--calls 0"),
+        (["segment", "{photo}", "--device", "gpu"], "--device gpu: not a device"),
+        (["segment", "{photo}", "--family", "sam", "--model", "hiera_t"], "--family sam has no model hiera_t"),
     ],
 )
-def test_bad_arguments_are_one_line_errors(argv, words, capsys, no_work):
-    assert words in _error(argv, capsys)
+def test_bad_arguments_are_one_line_errors(argv, words, capsys, no_work, inputs):
+    assert words in _error([a.format(**inputs) for a in argv], capsys)
+
+
+@pytest.fixture()
+def inputs(tmp_path):
+    """A 64x48 photo and a text file that is no image."""
+    from PIL import Image
+
+    photo = tmp_path / "photo.png"
+    Image.new("RGB", (64, 48), "gray").save(photo)
+    text = tmp_path / "notes.png"
+    text.write_text("not an image")
+    return {"photo": str(photo), "text": str(text)}
+
+
+def test_bad_values_are_reported_before_torch_is_imported(inputs):
+    """The checks that need no torch run first: a mistake costs no torch import."""
+    cases = [
+        ["bench", "--calls", "0"], ["bench", "--image", "10x"], ["bench", "--device", "tpu"],
+        ["bench", "--warmup", "-1"], ["bench", "--model", "vit_x"], ["soak", "--calls", "0"],
+        ["segment", inputs["photo"], "--point", "900,1"], ["segment", inputs["text"]],
+        ["segment", inputs["photo"], "--checkpoint", "/nonexistent.pth"],
+    ]
+    code = (
+        "import json, sys\n"
+        "from samgpu_shim.tools import cli\n"
+        "out = []\n"
+        "for argv in json.loads(sys.argv[1]):\n"
+        "    out.append([cli.main(argv), 'torch' in sys.modules])\n"
+        "print(json.dumps(out))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code, json.dumps(cases)], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout) == [[2, False]] * len(cases), proc.stderr
+    assert proc.stderr.count(": error: ") == len(cases) and "Traceback" not in proc.stderr
 
 
 def test_cuda_without_a_gpu(capsys, no_work, monkeypatch):
@@ -114,3 +172,156 @@ def test_every_flag_is_documented_and_every_documented_flag_exists():
     assert documented <= every | {"--version", "--help", "--no-deps", "--no-build-isolation", "--index-url"}, (
         documented - every
     )
+
+
+# Buffered, the write fails when stdout is flushed after the report; unbuffered, in the report's print.
+@pytest.mark.parametrize("unbuffered", [None, "1"])
+def test_output_cut_short_by_a_closed_pipe_is_no_traceback(tmp_path, unbuffered):
+    """samgpu-shim kpi --json FILE | head: the reader goes away; the command ends quietly."""
+    events = tmp_path / "kpi.jsonl"
+    line = {"ts": 1700000000.0, "event": "sam_predict_output", "as_numpy": 0, "as_numpy_source": "default",
+            "mask_device": "cpu", "family": "segment-anything", "latency_ms": 1.0, "module": "app",
+            "function": "f", "line": 1}
+    events.write_text("".join(json.dumps({**line, "line": i}) + "\n" for i in range(50)))
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+    if unbuffered:
+        env["PYTHONUNBUFFERED"] = unbuffered
+    read, write = os.pipe()
+    os.close(read)  # nobody will read: the first write fails with EPIPE
+    try:
+        proc = subprocess.run([sys.executable, "-m", "samgpu_shim", "kpi", "--json", str(events)],
+                              stdout=write, stderr=subprocess.PIPE, text=True, timeout=120, env=env)
+    finally:
+        os.close(write)
+    assert proc.returncode == 141
+    assert "Traceback" not in proc.stderr and "Exception ignored" not in proc.stderr, proc.stderr
+
+
+def test_audit_of_files_it_cannot_read_is_one_line(tmp_path, capsys):
+    photo = tmp_path / "photo.png"
+    photo.write_bytes(bytes(range(256)) * 8)
+    assert "photo.png: not a text file (binary, or not UTF-8)" in _error(["audit", str(photo)], capsys)
+    folder = tmp_path / "notebooks"
+    folder.mkdir()
+    (folder / "ok.py").write_text("x = 1\n")
+    (folder / "odd.ipynb").write_text('{"cells": 5}')
+    assert "odd.ipynb: not a notebook (no list of cells)" in _error(["audit", str(folder)], capsys)
+    (folder / "odd.ipynb").write_text('{"cells": [')
+    assert "odd.ipynb: not JSON" in _error(["audit", str(folder / "odd.ipynb")], capsys)
+    (folder / "odd.ipynb").write_text('{"cells": [{"cell_type": "code", "source": "x = 2"}]}')
+    assert cli.main(["audit", str(folder)]) == 0
+
+
+def test_an_unexpected_failure_is_one_line(monkeypatch, capsys):
+    def broken():
+        raise RuntimeError("something inside\nwith a second line")
+
+    monkeypatch.setattr(doctor, "main", broken)
+    assert cli.main(["doctor"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("samgpu-shim doctor: internal error: RuntimeError: something inside (at ")
+    assert "\n" not in err and "please report it" in err
+
+
+def test_doctor_pairs_torch_and_torchvision_and_names_the_fix():
+    ok = {"torch": "2.14.1", "torchvision": "0.29.1", "numpy": "2.3.5", "wrapt": "2.0.1"}
+    assert doctor.problems(ok, {}, "2.14.1+cpu") == []
+    (problem, fix), = doctor.problems({**ok, "torchvision": "0.24.0"}, {}, "2.14.1+cpu")
+    assert "torchvision 0.24.0 does not pair with torch 2.14.1" in problem and "torchvision 0.29" in problem
+    assert fix == "pip install 'torchvision==0.29.*' --index-url https://download.pytorch.org/whl/cpu"
+    nms = "RuntimeError: operator torchvision::nms does not exist"
+    found = doctor.problems(ok, {"torchvision": nms, "segment-anything": nms, "sam3": "ModuleNotFoundError: "
+                                 "No module named 'psutil'"}, "2.14.1")
+    assert [p for p, _ in found] == [f"torchvision does not import: {nms}",
+                                     "sam3 does not import: ModuleNotFoundError: No module named 'psutil'",
+                                     "segment-anything: does not import, for the same reason"]
+    first, pypi = found[0][1].splitlines()
+    assert first.endswith("pip install --force-reinstall --no-deps 'torchvision==0.29.*'")  # torch's own build
+    assert pypi.endswith("pip install --force-reinstall 'torch==2.14.*' 'torchvision==0.29.*'")
+    assert found[1][1] == "pip install psutil"
+    (problem, fix), = doctor.problems({**ok, "numpy": "1.24.4"}, {})
+    assert "numpy 1.24.4 is outside" in problem and fix == "pip install 'numpy>=1.26,<3'"
+
+
+def test_doctor_families_section():
+    rows = [
+        {"family": "segment-anything", "distribution": "segment-anything", "installed": "yes",
+         "status": "patched", "targets": "segment_anything.predictor.SamPredictor.predict"},
+        {"family": "sam3", "distribution": "sam3", "installed": "no", "status": "waiting for import",
+         "targets": "(listed once sam3 is imported)"},
+        {"family": "sam2", "distribution": "sam2", "installed": "yes", "status": "waiting for import",
+         "targets": "x"},
+    ]
+    assert doctor.family_lines(rows, {"sam2": "RuntimeError: boom"}) == [
+        "  segment-anything: installed, patched",
+        "    targets: segment_anything.predictor.SamPredictor.predict",
+        "  sam3: not installed",
+        "  sam2: installed, does not import (see the problems below)",
+    ]
+
+
+def test_doctor_with_a_torchvision_that_does_not_import(tmp_path):
+    """What a mirror that mixes releases leaves behind: the exact import failure."""
+    fake = tmp_path / "torchvision"
+    fake.mkdir()
+    (fake / "__init__.py").write_text('raise RuntimeError("operator torchvision::nms does not exist")\n')
+    root = pathlib.Path(__file__).parent.parent
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(root)])}
+    proc = subprocess.run([sys.executable, "-m", "samgpu_shim", "doctor"], capture_output=True, text=True,
+                          timeout=300, env=env)
+    assert proc.returncode == 1
+    assert "torchvision does not import: RuntimeError: operator torchvision::nms does not exist" in proc.stdout
+    assert "fix: torchvision from the index torch came from: pip install --force-reinstall" in proc.stdout
+    assert "Traceback" not in proc.stdout + proc.stderr
+    # the commands that need torchvision say so in one line and point at doctor
+    proc = subprocess.run([sys.executable, "-m", "samgpu_shim", "bench", "--calls", "1"], capture_output=True,
+                          text=True, timeout=300, env=env)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1] == (
+        "samgpu-shim bench: error: torchvision does not import (operator torchvision::nms does not exist); "
+        "'samgpu-shim doctor' names the fix")
+
+
+def _report(up, shim, pipe_up, pipe_shim, spread=0.05):
+    def row(path, p50, syncs):
+        return {"path": path, "calls": 5, "syncs_per_call": syncs, "sync_measure": "sync-prone ops (CPU proxy)",
+                "p50_ms": p50, "p99_ms": p50 * 1.2, "max_ms": p50 * 1.3, "p50_spread_between_rounds": spread}
+
+    return {
+        "environment": {"device": "cpu", "device_name": "x86_64", "torch": "2.x", "numpy": "2.x", "cpu_threads": 2},
+        "wrapper_overhead": {"attribution_and_resolution_us": 4.7, "counters_us": 2.4},
+        "results": [{
+            "family": "sam", "model": "tiny", "image_hw": [120, 160], "set_image_ms": 10.0,
+            "identical_to_upstream": True, "shim_outputs": ["Tensor@cpu"] * 3, "graph_capture_ms": None,
+            "rows": [row(bench.UPSTREAM, up, 9.0), row(bench.SHIM, shim, 0.0),
+                     row(bench.PIPELINE_UPSTREAM, pipe_up, 9.0), row(bench.PIPELINE_SHIM, pipe_shim, 1.0)],
+        }],
+    }
+
+
+def test_bench_output_reads_once():
+    """One direction for every ratio, each column explained, a verdict of a few short lines."""
+    text = bench.format_table(_report(10.0, 12.8, 20.0, 5.0))
+    assert "the shim took 1.28x upstream's time" in text and "frame pipeline 0.25x" in text
+    assert "faster" not in text.split("Columns:")[0] and " = " not in text
+    table = [line for line in text.splitlines() if line.startswith(bench.SHIM)]
+    assert table[0].split()[-1] == "1.28"
+    header = next(line for line in text.splitlines() if line.startswith("path "))
+    legend = text.split("Columns:")[1]
+    for column in ("calls", "syncs/call", "p50", "p99", "max", "x upstream"):
+        assert column in header and column in legend
+    assert "wrapper bookkeeping" not in text and "find the caller" in legend
+    verdict = bench.verdict(_report(10.0, 12.8, 20.0, 5.0, spread=0.5))
+    lines = verdict.splitlines()
+    assert len(lines) <= 7 and max(len(line) for line in lines) <= 100, verdict
+    assert any(line.strip().startswith("noisy:") for line in lines)
+
+
+def test_a_quiet_test_run():
+    """pytest prints a one-line summary of skips, not one line per skipped test."""
+    config = configparser.ConfigParser()
+    config.read(pathlib.Path(__file__).parent.parent / "setup.cfg")
+    opts = config["tool:pytest"]["addopts"].split()
+    assert "-q" in opts
+    report = [o for o in opts if o.startswith("-r")]
+    assert report and not set(report[0][2:]) & set("sSaA"), report

@@ -223,3 +223,151 @@ def test_the_tracked_structure_is_followed(trained, predictor):
     assert max(errors) < 5.0, f"centroid error up to {max(errors):.1f} px (structure radius 23 px)"
     # The same loop with random weights does not follow it: the check can fail.
     assert max(_centroid_errors(predictor)) > 5.0
+
+
+# -- several structures, the packing, the loop's instruments -------------------
+
+
+def test_batched_statistics_agree_between_device_and_numpy():
+    from orchestrator import label_numpy, label_torch, stats_numpy_batch, stats_torch_batch
+
+    rng = np.random.default_rng(3)
+    masks = rng.random((4, 3, 24, 32)) > 0.7
+    masks[1] = False  # a structure not found at all
+    masks[2, :, :3, :] = False
+    scores = rng.random((4, 3)).astype(np.float32)
+    numbers_t, best_t = stats_torch_batch(torch.from_numpy(masks), torch.from_numpy(scores))
+    numbers_n, best_n = stats_numpy_batch(masks, scores)
+    assert np.array_equal(numbers_t.numpy(), numbers_n) and np.array_equal(best_t.numpy(), best_n)
+    assert numbers_n[1, 2] == 0 and numbers_n[1, 5] == 32  # empty: area 0, box out of range
+    label = label_numpy(best_n)
+    assert np.array_equal(label_torch(torch.from_numpy(best_n)).numpy(), label)
+    assert set(np.unique(label)) <= {0, 1, 3, 4}
+    assert np.array_equal(label == 4, best_n[3])  # the last structure is on top
+
+
+def test_label_maps_are_packed_as_pyigtl_packs_them():
+    from link import image_message
+    from packing import label_message, restamp
+
+    rng = np.random.default_rng(0)
+    cases = [np.zeros((48, 64), np.uint8), rng.integers(0, 3, (48, 64)).astype(np.uint8)]
+    blob = np.zeros((480, 640), np.uint8)
+    blob[200:260, 300:360] = 2
+    blob[470, 5] = 1
+    cases += [blob, np.eye(13, dtype=np.uint8)]  # a width that is no multiple of 8
+    for label in cases:
+        stamp = 1795790417.371234
+        assert bytes(label_message(label, "LabelMap", stamp, frame_id=7)) == image_message(
+            label[None], "LabelMap", stamp, frame_id=7)
+    early = image_message(blob[None], "Image_Probe", 0.0, frame_id=3)
+    assert restamp(early, 12.5) == image_message(blob[None], "Image_Probe", 12.5, frame_id=3)
+
+
+SEEDS3 = [(128.0, 96.0), (60.0, 50.0), (200.0, 150.0)]
+
+
+def _several(predictor, frames, **options):
+    server = FrameServer(fps=30, frames=frames, size=SIZE, lockstep=True)
+    loop = _run(predictor, server, seed_point=None, seed_points=SEEDS3, trace=True, **options)
+    assert loop.counters.errors == 0 and loop.counters.dropped == 0
+    return server.record.packets, loop
+
+
+def _check_tracking(packets, loop):
+    assert all(len(p["objects"]) == 3 for p in packets.values())
+    trace = dict(loop.trace)
+    assert trace[0] == [list(s) for s in SEEDS3]
+    for k in range(1, len(packets)):
+        expected = [o["centroid_xy"] if o["centroid_xy"] is not None else list(s)
+                    for o, s in zip(packets[k - 1]["objects"], SEEDS3)]
+        assert trace[k] == expected, k
+
+
+def test_several_structures_one_batched_call_one_packet(predictor):
+    gpu, loop = _several(predictor, 20)
+    samgpu_shim.configure(as_numpy=True)
+    try:
+        rolled, _ = _several(predictor, 20)
+    finally:
+        samgpu_shim.configure(as_numpy=None)
+    assert len(gpu) == 20 and _comparable(gpu) == _comparable(rolled)
+    _check_tracking(gpu, loop)
+    # the three structures are segmented separately: their results differ
+    assert len({json.dumps(o) for o in gpu[5]["objects"]}) == 3
+
+
+def test_several_structures_sam2_same_packets_in_every_mode():
+    pytest.importorskip("sam2", reason="sam2 is not installed")
+    from sam2.sam2_image_predictor import SAM2ImagePredictor
+
+    from samgpu_shim.tools.models import build_sam2
+
+    p = SAM2ImagePredictor(build_sam2("tiny"))
+    gpu, loop = _several(p, 3)
+    assert {p_["mode"] for p_ in gpu.values()} == {"gpu"}
+    samgpu_shim.configure(as_numpy=True)
+    try:
+        rolled, _ = _several(p, 3)
+    finally:
+        samgpu_shim.configure(as_numpy=None)
+    legacy, _ = _several(p, 3, legacy=True)
+    assert {p_["mode"] for p_ in rolled.values()} == {"numpy"} == {p_["mode"] for p_ in legacy.values()}
+    assert _comparable(gpu) == _comparable(rolled) == _comparable(legacy)
+    _check_tracking(gpu, loop)
+
+
+def test_every_answered_frame_is_timed_by_stage_and_gc_is_restored(predictor):
+    import gc
+
+    enabled = gc.isenabled()
+    server = FrameServer(fps=30, frames=30, size=SIZE, lockstep=True)
+    loop = _run(predictor, server, instrument=True, gc_mode="freeze", gc_every=5, switch_interval_ms=1.0)
+    assert gc.isenabled() == enabled and gc.get_freeze_count() == 0 and sys.getswitchinterval() == 0.005
+    answered = set(server.record.answered())
+    timed = {t["frame_id"]: t for t in loop.timings}
+    assert set(timed) == answered and len(answered) == 30
+    for t in timed.values():
+        assert set(t["stages_ms"]) == {"receive", "queue", "upload", "set_image", "predict", "packet",
+                                       "reply_pack", "send"}
+        assert all(v >= 0 for v in t["stages_ms"].values())
+        # the stages add up to the loop's own latency (arrival -> sent), receiving aside
+        inside = sum(v for k, v in t["stages_ms"].items() if k != "receive")
+        assert abs(inside - t["loop_ms"]) < 0.05 * t["loop_ms"] + 1.0
+    assert loop.gc_pauses and all(end >= start for start, end, _ in loop.gc_pauses)
+
+
+def test_the_prompts_hook_is_called_for_one_structure_and_for_several(predictor):
+    """``prompts(frame)`` (the soak's hook) feeds predict in both device paths,
+    with predict's shapes for one structure and the batched ones for several;
+    a box it adds reaches segment-anything's batched call too."""
+    from orchestrator import Frame
+    from source import Phantom
+
+    class Hooked(Orchestrator):
+        box = None
+
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.seen = []
+
+        def prompts(self, frame):
+            out = super().prompts(frame)
+            self.seen.append((frame.frame_id, tuple(out["point_coords"].shape), tuple(out["point_labels"].shape)))
+            if self.box is not None:
+                out["box"] = self.box
+            return out
+
+    phantom = Phantom(*SIZE, seed=1)
+    frames = [Frame(phantom.frame(k)[0], k, 0.0, time.perf_counter(), 0) for k in range(3)]
+    plain = Orchestrator(predictor, seed_point=SEED)
+    one = Hooked(predictor, seed_point=SEED)
+    assert [one.process(f)[0] for f in frames] == [plain.process(f)[0] for f in frames]
+    assert one.seen == [(k, (1, 2), (1,)) for k in range(3)]
+
+    several = Hooked(predictor, seed_points=SEEDS3)
+    several.process(frames[0])
+    assert several.seen == [(0, (3, 1, 2), (3, 1))]
+    several.box = torch.tensor([[40.0, 30.0, 220.0, 170.0]]).repeat(3, 1)
+    packet, label = several.process(frames[1])
+    assert len(packet["objects"]) == 3 and label.shape == SIZE and several.seen[-1][0] == 1

@@ -154,16 +154,31 @@ def test_encoder_setting_is_checked():
 
 
 @pytest.mark.parametrize("rel_pos", [True, False])
-def test_fused_attention_matches_upstream_in_fp32(rel_pos):
+@pytest.mark.parametrize("grid", [(14, 14), (6, 9)])
+def test_fused_attention_matches_upstream_in_fp32(rel_pos, grid):
+    """The relative-position bias folded into the attention (and the
+    FlexAttention version with a score_mod) give upstream's attention."""
+    import warnings
+
     from segment_anything.modeling.image_encoder import Attention
 
+    from samgpu_shim.gpu.image import vit_attention_flex
+
     torch.manual_seed(0)
-    attention = Attention(64, num_heads=4, use_rel_pos=rel_pos, rel_pos_zero_init=False, input_size=(14, 14)).eval()
+    attention = Attention(64, num_heads=4, use_rel_pos=rel_pos, rel_pos_zero_init=False, input_size=grid).eval()
     if rel_pos:
         torch.nn.init.normal_(attention.rel_pos_h, std=0.5)
         torch.nn.init.normal_(attention.rel_pos_w, std=0.5)
-    x = torch.randn(2, 14, 14, 64)
-    with torch.no_grad():
+    x = torch.randn(2, *grid, 64)
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # FlexAttention's note that eager mode is unfused
         expected = samgpu_shim.get_original(Attention, "forward")(attention, x)
         got = vit_attention_fused(attention, x)
+        flex = vit_attention_flex(attention, x)
     assert torch.allclose(expected, got, atol=1e-5, rtol=1e-4), float((expected - got).abs().max())
+    assert torch.allclose(expected, flex, atol=1e-5, rtol=1e-4), float((expected - flex).abs().max())
+    if rel_pos:  # the bias matters here: without it the result is far off, so the check can fail
+        plain = torch.nn.functional.scaled_dot_product_attention
+        q = attention.qkv(x).reshape(2, grid[0] * grid[1], 3, 4, -1).permute(2, 0, 3, 1, 4)
+        no_bias = attention.proj(plain(q[0], q[1], q[2]).permute(0, 2, 1, 3).reshape(2, *grid, 64))
+        assert not torch.allclose(expected, no_bias, atol=1e-3)

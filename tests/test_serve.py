@@ -2,7 +2,8 @@
 real HTTP. tox factor ``serve``.
 
 Order matters and the tests share one fleet: answers first, bad input
-second, the fleet-wide rollback last.
+second, an injected out-of-memory third, the fleet-wide rollback, and last a
+replica killed under load (the fleet is whole again when it ends).
 """
 
 from __future__ import annotations
@@ -11,12 +12,16 @@ import base64
 import io
 import json
 import os
+import signal
 import socket
+import struct
 import sys
 import threading
 import time
 import urllib.error
 import urllib.request
+import zlib
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -31,6 +36,7 @@ SERVE = ROOT / "examples" / "serve"
 sys.path.insert(0, str(SERVE))
 
 import app as serving  # noqa: E402
+import client  # noqa: E402
 import ray  # noqa: E402
 import segment  # noqa: E402
 from PIL import Image  # noqa: E402
@@ -38,7 +44,7 @@ from PIL import Image  # noqa: E402
 from samgpu_shim.tools.models import build_sam, synthetic_image  # noqa: E402
 
 SIZE = (192, 256)  # the tiny model's own input size: the device resize is the identity
-ENV = {"SAMGPU_SERVE_TORCH_THREADS": "1"}
+ENV = {"SAMGPU_SERVE_TORCH_THREADS": "1", "SAMGPU_SERVE_FAULT_INJECTION": "1"}
 COMPARED = ("mask_index", "score", "area_px", "bbox_xyxy", "mask_rle")
 
 
@@ -134,12 +140,35 @@ def test_200_requests_from_16_clients_equal_the_numpy_path(fleet, expected):
     assert len({body["replica"] for _, _, body in results}) == 2  # both replicas served
 
 
+def png_header_only(width, height):
+    """A PNG whose header announces width x height, with almost no pixels behind it."""
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b""))
+
+
 def _bad_requests():
     good = CASES[0][1]
     huge = Image.new("L", (5000, 5000))  # compresses to little: the size is in the header
     buffer = io.BytesIO()
     huge.save(buffer, "PNG")
+    gif = io.BytesIO()
+    Image.new("L", (16, 16)).save(gif, "GIF")
+
+    def b64(raw):
+        return base64.b64encode(raw).decode()
+
     return {
+        "a million points": ({**good, "point_coords": [[1, 2]] * 1_000_000, "point_labels": [1] * 1_000_000},
+                             413, "limit"),
+        "65 points": ({**good, "point_coords": [[1, 2]] * 65, "point_labels": [1] * 65}, 413, "65 points"),
+        "deep nesting": (b'{"image": "", "box": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", 413, "JSON items"),
+        "image not a string": ({**good, "image": [1, 2]}, 400, "base64 string"),
+        "a GIF": ({**good, "image": b64(gif.getvalue())}, 400, "PNG or JPEG"),
+        "PNG header of 100000x100000": ({**good, "image": b64(png_header_only(100_000, 100_000))}, 413, "limit"),
+        "PNG header of 5000x4000": ({**good, "image": b64(png_header_only(5000, 4000))}, 413, "pixel limit"),
         "not JSON": (b"{not json", 400, "not JSON"),
         "no image": ({"point_coords": [[1, 2]], "point_labels": [1]}, 400, "'image'"),
         "not base64": ({**good, "image": "***"}, 400, "base64"),
@@ -165,6 +194,47 @@ def test_bad_requests_get_4xx_and_the_replicas_keep_serving(fleet, expected):
     assert all(status == 200 for _, status, _ in results)
     for case, _, body in results:
         assert {k: body[k] for k in COMPARED} == expected[case]
+
+
+def _handle():
+    return serve.get_app_handle("sam")
+
+
+def test_out_of_memory_in_a_replica_is_a_503_and_it_keeps_serving(fleet, expected):
+    # The next image encoder forward in one replica raises torch.OutOfMemoryError
+    # (from the real model's forward: segment.inject_fault).
+    victim = _handle().inject_fault.remote("set_image", "oom", 1).result()
+    seen, failures = [], []
+    for _ in range(8):  # until the victim has had a request
+        seen += _traffic(fleet, 16)
+        failures = [(case, status, answer) for case, status, answer in seen if status != 200]
+        if failures:
+            break
+    assert len(failures) == 1, failures
+    _, status, answer = failures[0]
+    assert status == 503 and answer["replica"] == victim and answer["retry"] is True
+    assert "out of device memory in set_image" in answer["error"]
+    for case, status, answer in seen:
+        if status == 200:
+            assert {k: answer[k] for k in COMPARED} == expected[case]
+    # The same replica answers again, correctly.
+    after = []
+    for _ in range(8):
+        after += _traffic(fleet, 16)
+        if any(a["replica"] == victim for _, s, a in after if s == 200):
+            break
+    assert all(status == 200 for _, status, _ in after)
+    assert any(answer["replica"] == victim for _, _, answer in after)
+    # Through the retrying client, the same fault costs one more attempt, not an error.
+    _handle().inject_fault.remote("set_image", "oom", 1).result()
+    outcomes = []
+    with ThreadPoolExecutor(16) as pool:
+        for _ in range(8):
+            outcomes += pool.map(lambda i: client.segment(fleet, CASES[i % len(CASES)][1]), range(16))
+            if any(o.attempts > 1 for o in outcomes):
+                break
+    assert all(o.status == 200 for o in outcomes)
+    assert [o.history for o in outcomes if o.attempts > 1] == [[503, 200]]
 
 
 def test_rollback_is_a_redeploy_of_configuration(fleet, expected):
@@ -199,3 +269,70 @@ def test_rollback_is_a_redeploy_of_configuration(fleet, expected):
         assert {k: body[k] for k in COMPARED} == expected[case]
     for case, _, body in seen:
         assert {k: body[k] for k in COMPARED} == expected[case]
+
+
+def _replica_pids(handle, want=2, timeout=180.0):
+    """{replica name: pid} of ``want`` live replicas, polled until Serve has them."""
+    deadline = time.monotonic() + timeout
+    pids = {}
+    while time.monotonic() < deadline:
+        try:
+            found = handle.check.remote().result(timeout_s=10)
+        except Exception:  # a dead replica still routed to: try again
+            time.sleep(0.5)
+            continue
+        pids[found["replica"]] = found["pid"]
+        alive = {name: pid for name, pid in pids.items() if _alive(pid)}
+        if len(alive) >= want:
+            return alive
+        pids = alive
+    raise AssertionError(f"fewer than {want} live replicas after {timeout} s: {pids}")
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_a_replica_killed_under_load_every_request_ends(fleet, expected):
+    # 200 requests from 16 clients through client.segment (retries what can be
+    # retried, 60 s deadline a request); one replica's process is killed
+    # (SIGKILL) when half of them have been answered.
+    handle = _handle()
+    pids = _replica_pids(handle)
+    victim, victim_pid = sorted(pids.items())[0]
+    lock = threading.Lock()
+    finished = [0]
+
+    def one(i):
+        case = i % len(CASES)
+        outcome = client.segment(fleet, CASES[case][1], attempts=6, deadline_s=60.0)
+        with lock:
+            finished[0] += 1
+            if finished[0] == 100:
+                os.kill(victim_pid, signal.SIGKILL)
+        return case, outcome
+
+    with ThreadPoolExecutor(16) as pool:
+        results = list(pool.map(one, range(200)))
+    first = Counter(str(o.history[0]) for _, o in results)
+    final = Counter(str(o.status) for _, o in results)
+    retried = sum(o.attempts > 1 for _, o in results)
+    print(f"\nreplica {victim} killed: first attempts {dict(first)}, final {dict(final)}, "
+          f"{retried} retried, slowest {max(o.seconds for _, o in results):.2f} s")
+    assert not _alive(victim_pid)
+    # Every request ended, within its deadline, with an answer; what failed
+    # first was retriable (the killed replica's requests: Ray's plain 500).
+    assert all(o.seconds < 60.0 for _, o in results)
+    assert set(first) <= {"200", "500", "502", "503", "504", "no answer"}, first
+    assert final == {"200": 200}, final
+    for case, outcome in results:
+        assert {k: outcome.body[k] for k in COMPARED} == expected[case]
+    # The fleet recovers: Serve starts a replacement, and both replicas answer.
+    replaced = _replica_pids(handle)
+    assert victim_pid not in replaced.values()
+    after = _traffic(fleet, 32)
+    assert all(status == 200 for _, status, _ in after)

@@ -23,6 +23,7 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 from link import BadMessage, LinkBroken, image_message, read_message
+from packing import restamp
 
 FRAME_DEVICE = "Image_Probe"
 
@@ -62,6 +63,7 @@ class Record:
     packets: Dict[int, dict] = field(default_factory=dict)
     unsent: List[int] = field(default_factory=list)  # no client connected at that moment
     connections: int = 0
+    refused: int = 0  # connections from a peer not in allowed_peers
 
     def answered(self) -> Dict[int, float]:
         """frame id -> end-to-end latency in ms, for frames with both replies."""
@@ -81,6 +83,10 @@ class FrameServer:
     reproducible. ``restart()`` drops the connection and the listening socket,
     and listens again on the same port. ``inject(raw)`` writes raw bytes to the
     client (malformed or unexpected messages).
+
+    It listens on ``host`` (127.0.0.1 unless told otherwise) and, when
+    ``allowed_peers`` is given, closes at once any connection from another
+    address (``record.refused`` counts them).
     """
 
     def __init__(
@@ -92,11 +98,16 @@ class FrameServer:
         seed: int = 0,
         lockstep: bool = False,
         lockstep_timeout: float = 5.0,
+        host: str = "127.0.0.1",
+        allowed_peers: Optional[Tuple[str, ...]] = None,
     ) -> None:
+        self.host = host
+        self.allowed_peers = None if allowed_peers is None else frozenset(allowed_peers)
         self.phantom = Phantom(*size, seed=seed)
         self.fps, self.frames, self.lockstep, self.lockstep_timeout = fps, frames, lockstep, lockstep_timeout
         self.record = Record()
         self.truth: Dict[int, Tuple[float, float]] = {}
+        self._packed: Dict[int, bytes] = {}  # frame id -> message packed ahead of time (prepack)
         self._lock = threading.Lock()
         self._answered = threading.Condition(self._lock)
         self._client: Optional[socket.socket] = None
@@ -107,11 +118,11 @@ class FrameServer:
         threading.Thread(target=self._accept_loop, daemon=True, name="igt-accept").start()
 
     # -- connection ---------------------------------------------------------
-    @staticmethod
-    def _listen(port: int) -> socket.socket:
-        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    def _listen(self, port: int) -> socket.socket:
+        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+        listener = socket.socket(family, socket.SOCK_STREAM)
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        listener.bind(("127.0.0.1", port))
+        listener.bind((self.host, port))
         listener.listen(1)
         return listener
 
@@ -119,9 +130,14 @@ class FrameServer:
         listener = self._listener
         while not self._stop.is_set():
             try:
-                client, _ = listener.accept()
+                client, peer = listener.accept()
             except OSError:  # closed: stopped, or restarted (a new loop serves the new socket)
                 return
+            if self.allowed_peers is not None and peer[0] not in self.allowed_peers:
+                with self._lock:
+                    self.record.refused += 1
+                _close(client)
+                continue
             client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             with self._lock:
                 self._client = client
@@ -176,11 +192,29 @@ class FrameServer:
                     self._answered.wait_for(lambda k=k: len(self.record.replies.get(k, ())) == 2,
                                             timeout=self.lockstep_timeout)
 
+    def prepack(self, first: int = 0, count: Optional[int] = None) -> None:
+        """Render and pack frames ahead of time.
+
+        Rendering a 480x640 phantom and packing it (pyigtl computes the CRC
+        byte by byte) take several ms with the interpreter lock held; done
+        while streaming, that delays the thread that timestamps the replies
+        and so inflates the measured latency. Prepacked, a frame costs a
+        timestamp and a ``sendall``.
+        """
+        count = self.frames - first if count is None else count
+        for k in range(first, first + count):
+            image, centre = self.phantom.frame(k)
+            self.truth[k] = centre
+            self._packed[k] = image_message(image[None], FRAME_DEVICE, 0.0, frame_id=k)
+
     def send_frame(self, k: int) -> bool:
-        image, centre = self.phantom.frame(k)
-        self.truth[k] = centre
         now = time.time()
-        raw = image_message(image[None], FRAME_DEVICE, now, frame_id=k)
+        if k in self._packed:
+            raw = restamp(self._packed.pop(k), now)
+        else:
+            image, centre = self.phantom.frame(k)
+            self.truth[k] = centre
+            raw = image_message(image[None], FRAME_DEVICE, now, frame_id=k)
         with self._lock:
             client = self._client
             if client is None:
@@ -255,28 +289,40 @@ def _close(sock: socket.socket) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="address to listen on (default 127.0.0.1: this machine only)")
+    parser.add_argument("--allow", nargs="*", metavar="ADDRESS",
+                        help="accept connections only from these peer addresses")
     parser.add_argument("--port", type=int, default=18944)
     parser.add_argument("--fps", type=float, default=30.0)
     parser.add_argument("--frames", type=int, default=300)
+    parser.add_argument("--first", type=int, default=0, help="id of the first frame (default 0)")
+    parser.add_argument("--wait-s", type=float, default=5.0,
+                        help="after the last frame, wait this long without a new answer (default 5)")
     parser.add_argument("--size", default="192x256", help="HEIGHTxWIDTH")
     parser.add_argument("--json", help="save the per-frame latencies and packets here")
     parser.add_argument("--print-port", action="store_true", help="first line of output: 'port N'")
+    parser.add_argument("--live", action="store_true",
+                        help="render and pack each frame when it is sent (default: all ahead of time)")
     args = parser.parse_args()
     size = tuple(int(v) for v in args.size.lower().split("x"))
-    server = FrameServer(args.port, args.fps, args.frames, size)  # type: ignore[arg-type]
+    server = FrameServer(args.port, args.fps, args.frames, size, host=args.host,  # type: ignore[arg-type]
+                         allowed_peers=tuple(args.allow) if args.allow else None)
     if args.print_port:
         print(f"port {server.port}", flush=True)
     else:
-        print(f"listening on 127.0.0.1:{server.port}; waiting for a client", flush=True)
+        print(f"listening on {args.host}:{server.port}; waiting for a client", flush=True)
+    if not args.live:  # while the client gets ready
+        server.prepack(args.first, args.frames)
     server.wait_connected(timeout=3600)
-    server.stream()
-    server.wait_answers()
+    server.stream(args.first, args.frames)
+    server.wait_answers(timeout=args.wait_s)
     latencies = server.record.answered()
     print(f"sent {len(server.record.sent)}, answered {len(latencies)}", flush=True)
     if args.json:
         with open(args.json, "w") as fh:
             json.dump({"latency_ms": latencies, "packets": server.record.packets,
-                       "unsent": server.record.unsent}, fh)
+                       "unsent": server.record.unsent, "sent": sorted(server.record.sent)}, fh)
     server.close()
 
 

@@ -1,10 +1,11 @@
 """Train the tiny SAM on the synthetic phantom, so that a test can check that
 the loop follows the structure (random weights segment nothing in particular).
 
-A few hundred steps on a CPU (about two minutes on two cores): speckle frames
-from phantom seeds 1 to 5 (the tests stream seed 0, never seen here), a point
-near the structure's centre, the previous frame's mask as ``mask_input`` half
-of the time. Writes ``phantom_tiny_sam.pt`` (float32 state dict of
+400 steps on a CPU (5.0 minutes of CPU time on a 2-core Xeon at 2.0 GHz,
+docs/results/phantom-train-cpu2.log; longer in wall time on a busy machine):
+speckle frames from phantom seeds 1 to 5 (the tests stream seed 0, never seen
+here), a point near the structure's centre, the previous frame's mask as
+``mask_input`` half of the time. Writes ``phantom_tiny_sam.pt`` (float32 state dict of
 ``samgpu_shim.tools.models.build_sam("tiny", image_size=256)``)::
 
     python examples/igt/train_phantom.py

@@ -23,121 +23,120 @@ the replicas, so rolling back the fleet is a redeploy of configuration
 (``@serve.batch``): one ``set_image`` for all of them.
 
 Bad requests get a 4xx with the reason; a replica never dies from input.
+Every size is bounded before anything of that size is allocated (body,
+pixels from the image header, prompt points: ``segment.Limits``,
+``SAMGPU_SERVE_*`` in the runtime env). Out of device memory is a 503 for
+that request (retry) and the replica goes on; after a device error the
+replica answers 503 and fails its health check, so that Serve replaces it.
+``client.py`` is a client that retries what can be retried.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import logging
 import os
-import threading
 import time
 from typing import Any, Dict, List, Optional, Tuple
 
 from ray import serve
-from segment import BadRequest, answer, as_arrays, decode_frame, decode_request, image_size, make_predictor
+from segment import BadRequest, Item, Limits, Replica, make_predictor
 from starlette.requests import Request
 from starlette.responses import JSONResponse
+
+ENV_FAULT_INJECTION = "SAMGPU_SERVE_FAULT_INJECTION"
+"""1: the replica's ``inject_fault`` method works (drills and tests); unset: it refuses."""
 
 # -- the deployment ---------------------------------------------------------------
 
 
-class _LastEvent(logging.Handler):
-    """Keeps the KPI event of the request being answered (by request id)."""
+async def read_body(request: Request, limit: int) -> bytes:
+    """The body, holding no more than ``limit`` bytes of it. A body over the
+    limit (declared or not) is read to its end and dropped, chunk by chunk:
+    answering before the client has finished sending would reset its
+    connection, and it would see a network error (which it may retry) instead
+    of its 413. (Ray's HTTP proxy buffers whole bodies before this; the front
+    proxy's own limit is what bounds them there: docs/serving.rst.)"""
+    declared = request.headers.get("content-length")
+    over = False
+    if declared is not None:
+        try:
+            over = int(declared) > limit
+        except ValueError:
+            raise BadRequest(400, f"Content-Length {declared!r} is not a number") from None
+    body = bytearray()
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if over:
+            continue
+        body += chunk
+        if len(body) > limit:
+            over, body = True, bytearray()
+    if over:
+        raise BadRequest(413, f"request body is {size} bytes, over the {limit} limit")
+    return bytes(body)
 
-    def __init__(self) -> None:
-        super().__init__(level=logging.INFO)
-        self.events: Dict[str, Dict[str, Any]] = {}
 
-    def emit(self, record: logging.LogRecord) -> None:
-        event = getattr(record, "samgpu_kpi", None)
-        if event and "request_id" in event:
-            self.events[event["request_id"]] = event
-
-
-@serve.deployment(max_ongoing_requests=32)
+# health_check_period_s: a replica whose device failed says so in check_health;
+# Serve replaces it within a few seconds rather than the default ten.
+@serve.deployment(max_ongoing_requests=32, health_check_period_s=2)
 class Segmenter:
     def __init__(self, model: str = "tiny", image_size: int = 1024, seed: int = 0) -> None:
         import torch
 
-        import samgpu_shim  # at start-up, before segment_anything: the patch is armed for it
+        import samgpu_shim  # noqa: F401  (at start-up, before segment_anything: the patch is armed for it)
 
-        self.shim = samgpu_shim
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         threads = os.environ.get("SAMGPU_SERVE_TORCH_THREADS")
         if threads:  # several CPU replicas on one machine: do not oversubscribe its cores
             torch.set_num_threads(int(threads))
-        self.predictor = make_predictor(model, image_size, self.device, seed)
         context = serve.get_replica_context()
         replica_id = getattr(context, "replica_id", None)
-        self.replica = str(getattr(replica_id, "unique_id", None) or getattr(context, "replica_tag", "replica"))
-        self.lock = threading.Lock()
-        self.events = _LastEvent()
-        kpi = logging.getLogger(samgpu_shim.KPI_LOGGER_NAME)
-        kpi.addHandler(self.events)
-        kpi.setLevel(logging.INFO)
+        name = str(getattr(replica_id, "unique_id", None) or getattr(context, "replica_tag", "replica"))
+        self.core = Replica(make_predictor(model, image_size, self.device, seed), self.device, name,
+                            Limits.from_env())
+        self.replica = name
         self.metrics = _ray_metrics()
 
     def check(self) -> Dict[str, Any]:
         """The replica's view of its configuration (for tests and the runbook)."""
-        return {"replica": self.replica, "device": str(self.device),
-                "SAMGPU_AS_NUMPY": os.environ.get("SAMGPU_AS_NUMPY"), "patched": self.shim.is_patched()}
+        return {"replica": self.replica, "device": str(self.device), "pid": os.getpid(),
+                "SAMGPU_AS_NUMPY": os.environ.get("SAMGPU_AS_NUMPY"), "patched": self.core.shim.is_patched(),
+                "limits": self.core.limits.__dict__}
+
+    def check_health(self) -> None:
+        """Serve calls this every few seconds; raising has the replica replaced."""
+        self.core.check_health()
+
+    def inject_fault(self, step: str = "set_image", error: str = "oom", count: int = 1) -> str:
+        """Drills: the next ``count`` model calls in ``step`` raise ``error`` (see
+        ``segment.Replica.inject``). Only with SAMGPU_SERVE_FAULT_INJECTION=1;
+        reachable through a Ray handle, never over HTTP."""
+        if os.environ.get(ENV_FAULT_INJECTION) != "1":
+            raise PermissionError(f"fault injection is off ({ENV_FAULT_INJECTION} is not 1)")
+        self.core.inject(step, error, count)
+        return self.replica
 
     async def __call__(self, request: Request) -> JSONResponse:
         started = time.perf_counter()
         try:
-            encoded, prompts = decode_request(await request.body())
-            image_size(encoded)
-            result = await self.segment((hashlib.sha1(encoded).hexdigest(), encoded, prompts))
+            item = self.core.parse(await read_body(request, self.core.limits.max_body_bytes))
+            result = await self.segment(item)
         except BadRequest as exc:
             return JSONResponse({"error": str(exc), "replica": self.replica}, status_code=exc.status)
         if "error" in result:
-            return JSONResponse(result, status_code=result.pop("status"))
+            status = result.pop("status")
+            # 503: this request may succeed if sent again (here later, or to another replica).
+            headers = {"Retry-After": "1"} if status == 503 else None
+            return JSONResponse(result, status_code=status, headers=headers)
         self._observe(result["mode"], (time.perf_counter() - started) * 1e3)
         return JSONResponse(result)
 
     @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.002)
-    async def segment(self, items: List[Tuple[str, bytes, Dict[str, Any]]]) -> List[Dict[str, Any]]:
+    async def segment(self, items: List[Item]) -> List[Dict[str, Any]]:
         # In a worker thread: the event loop keeps accepting (and batching)
         # requests while the device works.
-        return await asyncio.get_running_loop().run_in_executor(None, self._batch, items)
-
-    def _batch(self, items: List[Tuple[str, bytes, Dict[str, Any]]]) -> List[Dict[str, Any]]:
-        """Requests of one batch that share a frame share its ``set_image``."""
-        with self.lock:
-            return self._batch_locked(items)
-
-    def _batch_locked(self, items: List[Tuple[str, bytes, Dict[str, Any]]]) -> List[Dict[str, Any]]:
-        results: List[Optional[Dict[str, Any]]] = [None] * len(items)
-        order = sorted(range(len(items)), key=lambda i: items[i][0])
-        current = None
-        for i in order:
-            digest, encoded, prompts = items[i]
-            try:
-                if digest != current:
-                    self.predictor.set_image(decode_frame(encoded, self.device))
-                    current = digest
-                request_id = f"{self.replica}:{time.monotonic_ns()}:{i}"
-                with self.shim.kpi_fields(request_id=request_id, replica=self.replica):
-                    masks, scores, _ = self.predictor.predict(**as_arrays(prompts))
-                result = answer(masks, scores)
-                event = self.events.events.pop(request_id, None)
-                result["replica"] = self.replica
-                result["kpi"] = None if event is None else {
-                    k: event[k] for k in ("as_numpy", "as_numpy_source", "mask_device", "latency_ms")}
-                result["batch_size"] = len(items)
-                results[i] = result
-            except BadRequest as exc:
-                current = None
-                results[i] = {"error": str(exc), "status": exc.status, "replica": self.replica}
-            except (ValueError, AssertionError, TypeError) as exc:  # PromptError is both
-                results[i] = {"error": f"{type(exc).__name__}: {exc}", "status": 400, "replica": self.replica}
-            except Exception as exc:  # never let input take the replica down
-                current = None
-                logging.getLogger("serve.segmenter").exception("request failed")
-                results[i] = {"error": f"{type(exc).__name__}: {exc}", "status": 500, "replica": self.replica}
-        return results  # type: ignore[return-value]
+        return await asyncio.get_running_loop().run_in_executor(None, self.core.run, items)
 
     def _observe(self, mode: str, latency_ms: float) -> None:
         if self.metrics is not None:

@@ -13,11 +13,12 @@ predictor (SAM-HQ, MobileSAM, EfficientViT-SAM) reuse :func:`copy_targets`.
 
 from __future__ import annotations
 
+import sys
 from typing import Any, List, Optional, Tuple
 
 import torch
 
-from .._dispatch import inside_gpu_calls, resident
+from .._dispatch import UPSTREAM_CALL, inside_gpu_calls, resident
 from ..gpu import graphs
 from ..gpu.image import (
     FAST_ATTENTION,
@@ -108,6 +109,70 @@ def predict_resident(
     finally:
         SYNC_FREE.reset(token)
     return masks[0].detach(), iou_predictions[0].detach(), low_res_masks[0].detach()
+
+
+_TORCH_ARGS = signatures.SAM1_PREDICT_TORCH[1:]
+
+
+def _predict_torch(original: Any) -> Wrapper:
+    """``predict_torch``, upstream's batched call (prompts already on the
+    device, e.g. one point per structure): in GPU mode its prompt encoder runs
+    sync-free, and in graph mode the call replays a graph captured for its
+    batch shape. Inside the shim's own ``predict`` and rolled back it is
+    upstream's, untouched."""
+
+    def wrapper(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> Any:
+        if SYNC_FREE.get() or UPSTREAM_CALL.get() or not gpu_path_on() or _from_upstream_predict():
+            return wrapped(*args, **kwargs)
+        token = SYNC_FREE.set(True)
+        try:
+            bound = dict(zip(_TORCH_ARGS, args), **kwargs)
+            if graphs.usable(torch.device(instance.device)) and set(bound) <= set(_TORCH_ARGS):
+                replayed = _replay_predict_torch(instance, wrapped, bound)
+                if replayed is not None:
+                    return replayed
+            return wrapped(*args, **kwargs)
+        finally:
+            SYNC_FREE.reset(token)
+
+    return wrapper
+
+
+def _from_upstream_predict() -> bool:
+    """Whether upstream's own ``predict`` (called through ``get_original``, say) is the caller."""
+    frame = sys._getframe(2)
+    while frame is not None and (frame.f_globals.get("__name__") or "").partition(".")[0] == "wrapt":
+        frame = frame.f_back
+    return frame is not None and frame.f_code.co_name == "predict" and not (
+        frame.f_globals.get("__name__") or "").startswith("samgpu_shim")
+
+
+def _replay_predict_torch(predictor: Any, wrapped: Any, bound: dict) -> Any:
+    if not predictor.is_image_set:
+        return None  # upstream raises its own error
+    prompts = Prompts(torch.device(predictor.device))
+    names = ("point_coords", "point_labels", "boxes", "mask_input")
+    for name in names:
+        value = bound.get(name)
+        if value is not None:
+            if not isinstance(value, torch.Tensor):
+                return None
+            prompts.put(name, value, name)
+    multimask = bool(bound.get("multimask_output", True))
+    return_logits = bool(bound.get("return_logits", False))
+
+    def run(inputs: dict, image: List[torch.Tensor]) -> Tuple[torch.Tensor, ...]:
+        live = predictor.features
+        predictor.features = image[0]
+        try:
+            return tuple(wrapped(*(inputs.get(n) for n in names), multimask, return_logits=return_logits))
+        finally:
+            predictor.features = live
+
+    key = ("predict_torch", multimask, return_logits, tuple(predictor.input_size), tuple(predictor.original_size),
+           float(predictor.model.mask_threshold), getattr(wrapped, "__func__", wrapped))
+    work = graphs.Work(prompts=prompts, features=[predictor.features], run=run, key=key)
+    return graphs.replay(predictor, work)
 
 
 def _image_tensors(predictor: Any) -> List[torch.Tensor]:
@@ -263,6 +328,11 @@ def copy_targets(
 
 
 def targets(family: Family) -> Tuple[Target, ...]:
-    return copy_targets(family, "segment_anything", signatures.SAM1_PREDICT, predict_resident) + image_targets(
-        "segment_anything"
+    # predict_torch only in segment-anything itself: the copies change its parameters.
+    batched_call = Target("segment_anything.predictor", "SamPredictor.predict_torch", _predict_torch,
+                          params_check(signatures.SAM1_PREDICT_TORCH))
+    return (
+        copy_targets(family, "segment_anything", signatures.SAM1_PREDICT, predict_resident)
+        + (batched_call,)
+        + image_targets("segment_anything")
     )

@@ -6,6 +6,9 @@ parameters; the audit reads the keywords from here too. No torch here.
 
 SAM1_PREDICT = ("self", "point_coords", "point_labels", "box", "mask_input", "multimask_output", "return_logits")
 SAM1_EMBED_POINTS = ("self", "points", "labels", "pad")
+SAM1_PREDICT_TORCH = (
+    "self", "point_coords", "point_labels", "boxes", "mask_input", "multimask_output", "return_logits"
+)
 SAM1_SET_IMAGE = ("self", "image", "image_format")
 SAM1_SET_TORCH_IMAGE = ("self", "transformed_image", "original_image_size")
 SAM1_GET_REL_POS = ("q_size", "k_size", "rel_pos")

@@ -57,6 +57,14 @@ class TransferGuardError(TypeError):
     """
 
 
+class TransferGuardAttributeError(TransferGuardError, AttributeError):
+    """The refusal of a numpy method that no tensor has (``.astype``, ``.copy``, ``.tobytes``).
+
+    Also an ``AttributeError``, which is what such a call raises on a plain
+    CUDA tensor, so an application's ``except AttributeError`` still sees it.
+    """
+
+
 # -- the mode in force -------------------------------------------------------
 
 _scope: contextvars.ContextVar[Optional[str]] = contextvars.ContextVar("samgpu_transfer_guard", default=None)
@@ -179,23 +187,23 @@ def _where(t: Any) -> str:
     return f" (a result of the predict call at {site})" if site else ""
 
 
-def _refuse(t: Any, operation: str) -> TransferGuardError:
+def _refuse(t: Any, operation: str, error: type = TransferGuardError) -> TransferGuardError:
     device = t.device
     filename, line, _ = _caller()
     code = linecache.getline(filename, line).strip()
     at = f" at {filename}:{line}" + (f" ({code})" if code else "")
-    return TransferGuardError(
+    return error(
         f"samgpu_shim transfer guard (disallow): {operation}{at} on a GPU-mode result{_where(t)} would copy it to "
         f"the host implicitly; on {'CUDA' if device.type == 'cuda' else device.type} it is refused as CUDA "
         f"refuses it (\"can't convert cuda:0 device type tensor to numpy\"). Fix: {FIX}."
     )
 
 
-def host(t: Any, operation: str) -> np.ndarray:
+def host(t: Any, operation: str, error: type = TransferGuardError) -> np.ndarray:
     """The numpy value of a guarded tensor, counted (or refused) as one implicit copy."""
     how = mode()
     if how == "disallow":
-        raise _refuse(t, operation)
+        raise _refuse(t, operation, error)
     if how != "off":
         _record(operation, getattr(t, "_samgpu_site", None), how)
     with torch._C.DisableTorchFunctionSubclass():
@@ -340,17 +348,18 @@ class GuardedTensor(torch.Tensor):
     def astype(self, dtype: Any, order: str = "K", casting: str = "unsafe", subok: bool = True,
                copy: bool = True) -> np.ndarray:
         """numpy's ``astype``: a host copy (see the transfer guard)."""
-        return host(self, ".astype()").astype(dtype, order=order, casting=casting, subok=subok, copy=copy)
+        a = host(self, ".astype()", TransferGuardAttributeError)
+        return a.astype(dtype, order=order, casting=casting, subok=subok, copy=copy)
 
     def copy(self, order: str = "C") -> np.ndarray:
         """numpy's ``copy``: a host copy (see the transfer guard)."""
-        return host(self, ".copy()").copy(order=order)
+        return host(self, ".copy()", TransferGuardAttributeError).copy(order=order)
 
     def tobytes(self, order: str = "C") -> bytes:
         """numpy's ``tobytes``: a host copy (see the transfer guard)."""
         caller = sys._getframe(1).f_globals.get("__name__", "") or ""
         operation = "PIL.Image.fromarray()" if caller.partition(".")[0] == "PIL" else ".tobytes()"
-        return host(self, operation).tobytes(order=order)
+        return host(self, operation, TransferGuardAttributeError).tobytes(order=order)
 
     def numpy(self, *, force: bool = False) -> np.ndarray:  # type: ignore[override]
         if self.device.type == "cpu" and mode() != "disallow":

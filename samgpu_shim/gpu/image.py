@@ -15,14 +15,17 @@
   sizes, so it is built once, exactly as upstream builds it, and cached on the
   device: the gather is then sync-free and bit-identical.
 * An opt-in reduced precision for the encoder (``SAMGPU_ENCODER_PRECISION``)
-  and an opt-in fast encoder (``SAMGPU_ENCODER=fast``: bfloat16 and fused
-  attention; ``fast-compile``: also ``torch.compile``), every family.
+  and an opt-in fast encoder (``SAMGPU_ENCODER=fast``: bfloat16, fused
+  attention, the encoder replayed as a CUDA graph; ``fast-compile``:
+  ``torch.compile``, or with ``SAMGPU_COMPILE_DIR`` an ahead-of-time package
+  built once, :mod:`samgpu_shim.gpu.aot`), every family.
 """
 
 from __future__ import annotations
 
 import contextlib
 import contextvars
+import logging
 import threading
 import weakref
 from typing import Any, Dict, Iterator, Tuple
@@ -33,6 +36,7 @@ import torch.nn.functional as F
 
 from .. import _config
 
+_logger = logging.getLogger("samgpu_shim")
 _index_lock = threading.Lock()
 _index_cache: Dict[Tuple[int, int, torch.device], torch.Tensor] = {}
 
@@ -53,6 +57,8 @@ def relative_index_on(device: torch.device, q_size: int, k_size: int) -> torch.T
         host = _relative_index(q_size, k_size)
         # A pinned, non-blocking upload: even the first call does not wait.
         on_device = host.pin_memory().to(device, non_blocking=True) if device.type == "cuda" else host
+        if type(on_device) is not torch.Tensor:  # made under a tracer (torch.export): not kept
+            return on_device
         with _index_lock:
             index = _index_cache.setdefault(key, on_device)
     return index
@@ -282,30 +288,194 @@ def encoder_precision(device: torch.device) -> Iterator[str]:
         torch.backends.cudnn.allow_tf32 = cudnn
 
 
-def vit_attention_fused(attention: Any, x: torch.Tensor) -> torch.Tensor:
-    """SAM 1's ViT ``Attention.forward`` through ``scaled_dot_product_attention``.
+_one_hot_cache: Dict[Tuple[int, int, torch.dtype, torch.device], Tuple[torch.Tensor, torch.Tensor]] = {}
 
-    The decomposed relative-position terms (the same ``get_rel_pos`` gathers and
-    einsums as upstream) become the additive attention bias, so the softmax,
-    both matmuls and the scaling run as one fused kernel instead of a
-    materialised fp32 attention map. Numerically close to upstream, not equal:
-    the fast path is opt-in and compared in docs/images.rst.
+
+def _key_one_hots(
+    height: int, width: int, dtype: torch.dtype, device: torch.device
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    """For each key position p of an (H, W) grid: one-hot of its row (H,) and of its column (W,)."""
+    key = (height, width, dtype, device)
+    found = _one_hot_cache.get(key)
+    if found is None:
+        rows = torch.eye(height, dtype=dtype, device=device)[:, None, :].expand(height, width, height)
+        cols = torch.eye(width, dtype=dtype, device=device)[None, :, :].expand(height, width, width)
+        found = (rows.reshape(height * width, height), cols.reshape(height * width, width))
+        if type(found[0]) is torch.Tensor:  # not a tracer's stand-in (torch.export): those must not be kept
+            _one_hot_cache[key] = found
+    return found
+
+
+def vit_attention_fused(attention: Any, x: torch.Tensor) -> torch.Tensor:
+    """SAM 1's ViT ``Attention.forward`` as one ``scaled_dot_product_attention``
+    call with no bias tensor.
+
+    Upstream adds the decomposed relative-position terms to the attention
+    logits: ``logit[q, (kh, kw)] = scale * q.k + rel_h[q, kh] + rel_w[q, kw]``.
+    Both terms are dot products with one-hot vectors of the key's row and
+    column, so they fold into the attention itself: queries become
+    ``[scale * q, rel_h[q], rel_w[q]]``, keys ``[k, onehot(kh), onehot(kw)]``
+    and the logits are exactly upstream's (values padded with zeros to the
+    same width, the extra output columns dropped). No (HW x HW) bias is
+    materialised, and the call is one a flash kernel takes (head width up to
+    256: vit_h's global blocks are 80 + 64 + 64 = 208). The relative-position
+    terms are the same gathers and einsums as upstream; in float32 the result
+    equals upstream's to 1e-5 (test on the CPU).
     """
     batch, height, width, _ = x.shape
     heads = attention.num_heads
     qkv = attention.qkv(x).reshape(batch, height * width, 3, heads, -1).permute(2, 0, 3, 1, 4)
     q, k, v = qkv.unbind(0)  # (B, heads, HW, C)
-    bias = None
-    if attention.use_rel_pos:
-        rel_h_table = get_rel_pos_sync_free(height, height, attention.rel_pos_h)
-        rel_w_table = get_rel_pos_sync_free(width, width, attention.rel_pos_w)
-        r_q = q.reshape(batch * heads, height, width, -1)
-        rel_h = torch.einsum("bhwc,hkc->bhwk", r_q, rel_h_table.to(r_q.dtype))
-        rel_w = torch.einsum("bhwc,wkc->bhwk", r_q, rel_w_table.to(r_q.dtype))
-        bias = (rel_h[:, :, :, :, None] + rel_w[:, :, :, None, :]).reshape(batch, heads, height * width, -1)
-    out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=attention.scale)
-    out = out.view(batch, heads, height, width, -1).permute(0, 2, 3, 1, 4).reshape(batch, height, width, -1)
+    channels = q.shape[-1]
+    if not attention.use_rel_pos:
+        out = F.scaled_dot_product_attention(q, k, v, scale=attention.scale)
+    else:
+        rel_h, rel_w = _decomposed_terms(attention, q, height, width)
+        tokens = height * width
+        rows, cols = _key_one_hots(height, width, q.dtype, q.device)
+        extra = height + width
+        pad = (-(channels + extra)) % 8  # flash kernels want widths in multiples of 8
+        q_parts = [q * attention.scale, rel_h.reshape(batch, heads, tokens, height),
+                   rel_w.reshape(batch, heads, tokens, width)]
+        k_parts = [k, rows.expand(batch, heads, tokens, height), cols.expand(batch, heads, tokens, width)]
+        if pad:
+            zeros = q.new_zeros(batch, heads, tokens, pad)
+            q_parts.append(zeros)
+            k_parts.append(zeros)
+        q_ext, k_ext = torch.cat(q_parts, dim=-1), torch.cat(k_parts, dim=-1)
+        v_ext = F.pad(v, (0, extra + pad))
+        out = F.scaled_dot_product_attention(q_ext, k_ext, v_ext, scale=1.0)[..., :channels]
+    out = out.reshape(batch, heads, height, width, -1).permute(0, 2, 3, 1, 4).reshape(batch, height, width, -1)
     return attention.proj(out)
+
+
+def _decomposed_terms(attention: Any, q: torch.Tensor, height: int, width: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Upstream's ``rel_h`` (B*heads, H, W, H) and ``rel_w`` (B*heads, H, W, W) for queries ``q``."""
+    rel_h_table = get_rel_pos_sync_free(height, height, attention.rel_pos_h)
+    rel_w_table = get_rel_pos_sync_free(width, width, attention.rel_pos_w)
+    r_q = q.reshape(-1, height, width, q.shape[-1])
+    rel_h = torch.einsum("bhwc,hkc->bhwk", r_q, rel_h_table.to(r_q.dtype))
+    rel_w = torch.einsum("bhwc,wkc->bhwk", r_q, rel_w_table.to(r_q.dtype))
+    return rel_h, rel_w
+
+
+def vit_attention_flex(attention: Any, x: torch.Tensor) -> torch.Tensor:
+    """The same attention through FlexAttention, the bias added by a
+    ``score_mod`` that reads ``rel_h`` and ``rel_w`` per (query, key).
+
+    Kept beside :func:`vit_attention_fused` for comparison: FlexAttention is a
+    fused kernel only under ``torch.compile`` (eager, it runs a reference
+    implementation that materialises the scores), so it cannot serve the
+    fast path without a compile; the benchmark times both.
+    """
+    from torch.nn.attention.flex_attention import flex_attention
+
+    batch, height, width, _ = x.shape
+    heads = attention.num_heads
+    qkv = attention.qkv(x).reshape(batch, height * width, 3, heads, -1).permute(2, 0, 3, 1, 4)
+    q, k, v = qkv.unbind(0)
+    score_mod = None
+    if attention.use_rel_pos:
+        rel_h, rel_w = _decomposed_terms(attention, q, height, width)
+        rel_h = rel_h.reshape(batch, heads, height * width, height)
+        rel_w = rel_w.reshape(batch, heads, height * width, width)
+
+        def score_mod(score: Any, b: Any, h: Any, q_idx: Any, kv_idx: Any) -> Any:
+            return score + rel_h[b, h, q_idx, kv_idx // width] + rel_w[b, h, q_idx, kv_idx % width]
+
+    out = flex_attention(q, k, v, score_mod=score_mod, scale=attention.scale)
+    out = out.reshape(batch, heads, height, width, -1).permute(0, 2, 3, 1, 4).reshape(batch, height, width, -1)
+    return attention.proj(out)
+
+
+# -- the encoder as a CUDA graph (the fast path) ------------------------------
+# The eager encoder is bound by the host: hundreds of kernel launches, each
+# through Python and autocast, for a few ms of device work (vit_b), and a
+# frame loop's other thread waits on the interpreter lock meanwhile. The fast
+# path captures the encoder call once per input shape and replays it.
+
+ENCODER_GRAPHS = True
+"""Diagnostic switch: False runs the fast path's encoder eagerly (the benchmark compares both)."""
+
+_FAILED = object()
+_encoder_graphs: weakref.WeakKeyDictionary[Any, Dict[tuple, Any]] = weakref.WeakKeyDictionary()
+_graph_warned: set = set()
+
+
+class _CapturedEncoder:
+    __slots__ = ("graph", "static_in", "static_out")
+
+    def __init__(self, module: Any, example: torch.Tensor) -> None:
+        self.static_in = example.clone()
+        device = example.device
+        side = torch.cuda.Stream(device)
+        side.wait_stream(torch.cuda.current_stream(device))
+        # autocast's cache of cast weights must stay off: cached casts made
+        # outside the capture would be freed while the graph still reads them.
+        with torch.autocast("cuda", dtype=torch.bfloat16, cache_enabled=False):
+            with torch.cuda.stream(side):
+                for _ in range(2):  # lazy initialisation stays out of the graph
+                    module(self.static_in)
+            torch.cuda.current_stream(device).wait_stream(side)
+            self.graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(self.graph, capture_error_mode="thread_local"):
+                self.static_out = module(self.static_in)
+
+    def __call__(self, x: torch.Tensor) -> Any:
+        self.static_in.copy_(x)
+        self.graph.replay()
+        # Clones belong to the caller (SAM 2 edits its backbone outputs in place).
+        return torch.utils._pytree.tree_map(
+            lambda t: t.clone() if isinstance(t, torch.Tensor) else t, self.static_out
+        )
+
+
+class GraphedEncoder:
+    """Stands in for an encoder module on the fast path: each input shape is
+    captured once and replayed; where capture fails, the module runs eagerly
+    (the reason logged once)."""
+
+    def __init__(self, module: Any) -> None:
+        self.module = module
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.module, name)
+
+    def __call__(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
+        module = self.module
+        if args or kwargs or not isinstance(x, torch.Tensor) or x.device.type != "cuda" or not ENCODER_GRAPHS:
+            return module(x, *args, **kwargs)
+        graphs = _encoder_graphs.setdefault(module, {})
+        key = (tuple(x.shape), x.dtype, x.device, torch.is_autocast_enabled("cuda"))
+        entry = graphs.get(key)
+        if entry is None:
+            try:
+                entry = _CapturedEncoder(module, x)
+            except Exception as exc:  # capture is not possible here: eager, as before
+                entry = _FAILED
+                reason = f"{type(module).__name__}: {type(exc).__name__}: {exc}"
+                if reason not in _graph_warned:
+                    _graph_warned.add(reason)
+                    _logger.warning("samgpu_shim: the fast encoder runs without a CUDA graph: %s", reason)
+            graphs[key] = entry
+        if entry is _FAILED:
+            return module(x)
+        return entry(x)
+
+
+_graphed: weakref.WeakKeyDictionary[Any, GraphedEncoder] = weakref.WeakKeyDictionary()
+
+
+def graphed(module: Any) -> GraphedEncoder:
+    found = _graphed.get(module)
+    if found is None:
+        found = _graphed[module] = GraphedEncoder(module)
+    return found
+
+
+def clear_encoder_graphs() -> None:
+    """Drop the captured encoders (e.g. after replacing a model's parameters by new tensors)."""
+    _encoder_graphs.clear()
 
 
 @contextlib.contextmanager
@@ -315,11 +485,20 @@ def encoder_call(device: torch.device, model: Any, path: Tuple[str, ...]) -> Ite
     ``fast-compile``, the compiled encoder standing in at ``model.<path>``."""
     mode = encoder_mode(device)
     with contextlib.ExitStack() as stack:
-        if mode == "fast-compile":
+        if mode in ("fast", "fast-compile"):
             owner = model
             for name in path[:-1]:
                 owner = getattr(owner, name)
-            stack.enter_context(stand_in(owner, path[-1], compiled(getattr(owner, path[-1]))))
+            module = getattr(owner, path[-1])
+            if mode == "fast":
+                stand = graphed(module)
+            elif _config.get("compile_dir"):
+                from .aot import packaged
+
+                stand = packaged(module, model, _config.get("compile_dir"))
+            else:
+                stand = compiled(module)
+            stack.enter_context(stand_in(owner, path[-1], stand))
         stack.enter_context(encoder_precision(device))
         yield mode
 

@@ -15,6 +15,7 @@ import platform
 import statistics
 import sys
 import time
+import warnings
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
@@ -24,30 +25,31 @@ from .._telemetry import KPI_LOGGER_NAME
 from ..syncs import SyncProneOps, count_cuda_syncs
 from . import pipeline as _pipeline
 from .models import (
-    MODEL_NAMES,
-    SAM2_MODEL_NAMES,
-    SAM3_MODEL_NAMES,
+    FAMILIES,
     build_sam,
     build_sam2,
     build_sam3,
+    read_image,
     sam3_predictor,
     synthetic_image,
 )
 
-# --family -> (package it needs, pip extra that brings it, model names it accepts)
-BENCH_FAMILIES: Dict[str, Tuple[str, str, Tuple[str, ...]]] = {
-    "sam": ("segment_anything", "bench", MODEL_NAMES),
-    "sam2": ("sam2", "sam2", SAM2_MODEL_NAMES),
-    "sam3": ("sam3", "sam3", SAM3_MODEL_NAMES),
-    "hq": ("segment_anything_hq", "hq", ("vit_b", "vit_l", "vit_h")),
-    "mobile": ("mobile_sam", "mobile", ("vit_t",)),
-    "efficientvit": ("efficientsam", "efficientvit", ("l0", "l1", "l2", "xl0", "xl1")),
-}
+BENCH_FAMILIES = FAMILIES
 FAMILY_MODELS = {family: names for family, (_, _, names) in BENCH_FAMILIES.items()}
 
 
 def family_predictor(family: str, model: str, device: torch.device) -> Tuple[Any, Any]:
-    """(predictor class, predictor) of ``family`` over ``model``, random weights (seed 0)."""
+    """(predictor class, predictor) of ``family`` over ``model``, random weights (seed 0).
+
+    Warnings the SAM packages raise while being imported (timm's deprecations,
+    registry overwrites) are theirs, not the user's: they are not shown."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=FutureWarning)
+        warnings.filterwarnings("ignore", category=UserWarning, message=".*(registry|deprecated).*")
+        return _family_predictor(family, model, device)
+
+
+def _family_predictor(family: str, model: str, device: torch.device) -> Tuple[Any, Any]:
     if family == "sam2":
         from sam2.sam2_image_predictor import SAM2ImagePredictor
 
@@ -86,6 +88,18 @@ class _FormattingHandler(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         record.getMessage()
+
+
+def say(text: str) -> None:
+    """A progress line on stderr (the report goes to stdout)."""
+    print(text, file=sys.stderr, flush=True)
+
+
+def device_line(device: torch.device) -> str:
+    """The device, its name, torch and numpy: the bench's first line once torch is imported."""
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
+    threads = "" if device.type == "cuda" else f", {torch.get_num_threads()} threads"
+    return f"device: {device} ({name}), torch {torch.__version__}, numpy {np.__version__}{threads}"
 
 
 def pick_device(name: str) -> torch.device:
@@ -167,14 +181,24 @@ def run_model(
     quiet: bool = False,
     metrics: bool = False,
     compile_reference: bool = False,
+    built: Optional[Tuple[Any, Any]] = None,
+    image: Optional[np.ndarray] = None,
 ) -> Dict[str, Any]:
+    """One model's rows. ``built``: (predictor class, predictor) already made
+    (from a checkpoint); ``image``: the frame to use instead of a synthetic one."""
     import samgpu_shim
 
     if not samgpu_shim.is_patched():
         samgpu_shim.patch()
-    predictor_class, predictor = family_predictor(family, model, device)
+    if built is None:
+        say(f"{model}: building the model (random weights) ...")
+        built = family_predictor(family, model, device)
+    predictor_class, predictor = built
     original = samgpu_shim.get_original(predictor_class, "predict")
-    image = synthetic_image(*image_hw)
+    if image is None:
+        image = synthetic_image(*image_hw)
+    image_hw = tuple(image.shape[:2])
+    say(f"{model}: set_image, checking that both paths agree, warm-up ...")
     started = time.perf_counter()
     predictor.set_image(image)
     if device.type == "cuda":
@@ -305,6 +329,7 @@ def run_model(
 
     samples: Dict[str, List[float]] = {name: [] for name in paths}
     clock = time.perf_counter
+    say(f"{model}: timing {calls} rounds of {len(paths)} paths ...")
     bar = progress(calls * len(paths), f"{model} on {device.type}", quiet)
     try:
         for _ in range(calls):
@@ -508,109 +533,137 @@ def environment(device: torch.device) -> Dict[str, Any]:
     return info
 
 
-def format_table(report: Dict[str, Any]) -> str:
-    env = report["environment"]
+UPSTREAM = "upstream predict (numpy out)"
+SHIM = "shim predict (tensors out)"
+PIPELINE_UPSTREAM = "frame pipeline, numpy on upstream"
+PIPELINE_SHIM = "frame pipeline, shim on device"
+GRAPH = "shim predict, CUDA graph replay"
+FLOOR = "device floor (graph replays back to back)"
+
+
+def reference(path: str) -> str:
+    """The upstream row a path is compared with: the same work done the numpy way."""
+    return PIPELINE_UPSTREAM if path.startswith("frame pipeline") else UPSTREAM
+
+
+def vs_upstream(by_path: Dict[str, Dict[str, Any]], path: str) -> Optional[float]:
+    """This path's p50 / its upstream reference's p50: every ratio the bench prints is
+    this one, in this direction (below 1: the shim is faster)."""
+    ref = by_path.get(reference(path))
+    if ref is None or not ref["p50_ms"]:
+        return None
+    return by_path[path]["p50_ms"] / ref["p50_ms"]
+
+
+def _legend(report: Dict[str, Any]) -> List[str]:
+    on_cuda = report["environment"]["device"].startswith("cuda")
     lines = [
-        f"device: {env['device']} ({env['device_name']}), torch {env['torch']}, numpy {env['numpy']}",
+        "Columns:",
+        "  calls        timed calls of each path, interleaved with the other paths",
+        "  syncs/call   times one call makes the host wait for the GPU (counted by CUDA's sync debug mode)"
+        if on_cuda else
+        "  syncs/call   operations in one call that make the host wait when run on a GPU (nonzero, .item(),",
+    ]
+    if not on_cuda:
+        lines.append("               .cpu() ...): a CPU has nothing to wait for, so this is a count, not a wait")
+    lines += [
+        "  p50 p99 max  host time of one call until its result is usable, ms: median, 99th percentile, slowest",
+        "  x upstream   p50 / upstream's p50 for the same work: below 1.00 the shim is faster (ref: upstream)",
+        "Paths: predict alone, and a frame pipeline (predict, then the best mask's area, centroid and box",
+        "  as a JSON packet) done the numpy way on upstream's output or on the device from the shim's.",
     ]
     overhead = report.get("wrapper_overhead")
     if overhead:
         lines.append(
-            f"wrapper bookkeeping per call: call site + mode {overhead['attribution_and_resolution_us']:.2f} us, "
-            f"counters {overhead['counters_us']:.2f} us"
+            f"The shim's own work in each call, included above: {overhead['attribution_and_resolution_us']:.1f} us to "
+            f"find the caller and pick\n  numpy or tensors, {overhead['counters_us']:.1f} us to update its counters."
         )
     metrics = report.get("metrics_overhead")
     if metrics and metrics["per_call_us"] is not None:
         lines.append(
-            f"metrics per call ({'+'.join(metrics['backends'])}): {metrics['per_call_us']:.2f} us in the call, "
-            f"{metrics['background_per_call_us']:.2f} us later in the background thread"
+            f"Metrics ({'+'.join(metrics['backends'])}): {metrics['per_call_us']:.1f} us per call in the call, "
+            f"{metrics['background_per_call_us']:.1f} us later in the background thread."
         )
-    header = f"{'model':<6} {'path':<44} {'calls':>5} {'syncs/call':>10} {'p50 ms':>9} {'p99 ms':>9} {'max ms':>9}"
+    return lines
+
+
+def format_table(report: Dict[str, Any]) -> str:
+    env = report["environment"]
+    threads = "" if env["device"].startswith("cuda") else f", {env.get('cpu_threads')} threads"
+    lines = [f"device: {env['device']} ({env['device_name']}), torch {env['torch']}, numpy {env['numpy']}{threads}"]
+    header = (f"{'path':<44} {'calls':>5} {'syncs/call':>10} {'p50 ms':>9} {'p99 ms':>9} {'max ms':>9} "
+              f"{'x upstream':>10}")
     for result in report["results"]:
+        weights = result.get("weights", "random")
+        source = result.get("image_source", "synthetic")
         lines.append("")
         lines.append(
-            f"{result['model']}: image {result['image_hw'][0]}x{result['image_hw'][1]}, set_image "
-            f"{result['set_image_ms']:.1f} ms, shim outputs {', '.join(result['shim_outputs'])}, "
-            f"identical to upstream: {result['identical_to_upstream']}"
+            f"{result['family']} {result['model']} ({'random weights' if weights == 'random' else weights}), "
+            f"image {result['image_hw'][0]}x{result['image_hw'][1]}"
+            f"{' (synthetic)' if source == 'synthetic' else ' from ' + source}, "
+            f"set_image {result['set_image_ms']:.1f} ms"
+        )
+        lines.append(
+            f"shim outputs: {', '.join(result['shim_outputs'])}; identical to upstream: "
+            f"{'yes' if result['identical_to_upstream'] else 'NO'}"
         )
         lines.append(header)
-        for row in result["rows"]:
-            lines.append(
-                f"{row['model']:<6} {row['path']:<44} {row['calls']:>5} {row['syncs_per_call']:>10.1f} "
-                f"{row['p50_ms']:>9.3f} {row['p99_ms']:>9.3f} {row['max_ms']:>9.3f}"
-            )
         by_path = {row["path"]: row for row in result["rows"]}
-        up = by_path["upstream predict (numpy out)"]["p50_ms"]
-        shim = by_path["shim predict (tensors out)"]["p50_ms"]
-        note = f"shim p50 / upstream p50 = {shim / up:.2f}"
-        if "frame pipeline, shim on device" in by_path:
-            np_p = by_path["frame pipeline, numpy on upstream"]["p50_ms"]
-            gpu_p = by_path["frame pipeline, shim on device"]["p50_ms"]
-            note += f"; frame pipeline speed-up {np_p / gpu_p:.2f}x"
-        lines.append(note)
+        for row in result["rows"]:
+            ratio = vs_upstream(by_path, row["path"])
+            shown = "ref" if row["path"] == reference(row["path"]) else ("" if ratio is None else f"{ratio:.2f}")
+            lines.append(
+                f"{row['path']:<44} {row['calls']:>5} {row['syncs_per_call']:>10.1f} "
+                f"{row['p50_ms']:>9.3f} {row['p99_ms']:>9.3f} {row['max_ms']:>9.3f} {shown:>10}"
+            )
         if result.get("graph_capture_ms") is not None:
             lines.append(f"CUDA graph capture (first call of the signature): {result['graph_capture_ms']:.1f} ms")
-        floor = by_path.get("device floor (graph replays back to back)")
+        floor = by_path.get(FLOOR)
         if floor:
-            graph = by_path["shim predict, CUDA graph replay"]
+            graph = by_path[GRAPH]
             lines.append(
-                f"graph mode p50 / device floor p50 = {graph['p50_ms'] / floor['p50_ms']:.2f}; "
-                f"graph p99 / p50 = {graph['p99_ms'] / graph['p50_ms']:.2f}"
+                f"graph mode took {graph['p50_ms'] / floor['p50_ms']:.2f}x the device floor's time (p50); "
+                f"its p99 was {graph['p99_ms'] / graph['p50_ms']:.2f}x its p50"
             )
         ref = result.get("compiled_reference")
         if ref:
             lines.append(
                 f"torch.compile reference: compiled in {ref['compile_ms'] / 1e3:.1f} s, "
-                f"bit-identical to the shim: {ref['identical_to_shim']}"
+                f"bit-identical to the shim: {'yes' if ref['identical_to_shim'] else 'no'}"
             )
-        if result["rows"][0]["sync_measure"].startswith("sync-prone"):
-            lines.append(
-                "(syncs/call on a CPU counts the operations that make the host wait for a GPU, such as nonzero, "
-                ".item() and .cpu(): a CPU has nothing to wait for, so this is a proxy; on CUDA the count is real)"
-            )
-        else:
-            lines.append("(syncs/call counted with CUDA's sync debug mode)")
+    lines.append("")
+    lines.extend(_legend(report))
     lines.append("")
     lines.append(verdict(report))
     return "\n".join(lines)
 
 
 def verdict(report: Dict[str, Any]) -> str:
-    """One paragraph in plain words: what this run shows, and how far to trust it."""
+    """A few short lines in plain words: what this run shows, and how far to trust it."""
     on_cuda = report["environment"]["device"].startswith("cuda")
-    parts = []
+    lines = []
     for result in report["results"]:
         by_path = {row["path"]: row for row in result["rows"]}
-        up = by_path["upstream predict (numpy out)"]
-        shim = by_path["shim predict (tensors out)"]
-        same = "gave identical results" if result["identical_to_upstream"] else "did NOT give identical results"
-        text = (
-            f"{result['model']}: the shim {same} to upstream, with {shim['syncs_per_call']:.0f} host syncs per call "
-            f"against upstream's {up['syncs_per_call']:.0f}; p50 {shim['p50_ms']:.2f} ms against "
-            f"{up['p50_ms']:.2f} ms ({up['p50_ms'] / shim['p50_ms']:.2f}x)"
-        )
-        graph = by_path.get("shim predict, CUDA graph replay")
-        if graph:
-            text += f", {graph['p50_ms']:.2f} ms in graph mode"
-        pipe = by_path.get("frame pipeline, shim on device")
-        if pipe:
-            speedup = by_path["frame pipeline, numpy on upstream"]["p50_ms"] / pipe["p50_ms"]
-            text += f"; the frame pipeline {speedup:.1f}x faster on the device"
-        parts.append(text + ".")
-        noisy = [r["path"] for r in result["rows"] if r.get("p50_spread_between_rounds", 0) > NOISY_SPREAD]
-        if noisy:
-            worst = max(r["p50_spread_between_rounds"] for r in result["rows"])
-            parts.append(
-                f"Noisy: the p50 moved by up to {worst:.0%} between rounds ({', '.join(noisy)}); the machine is busy "
-                "or throttling, so rerun on a quiet one before quoting these figures."
-            )
+        up, shim = by_path[UPSTREAM], by_path[SHIM]
+        lines.append(f"Verdict, {result['family']} {result['model']}:")
+        lines.append(f"  identical results: {'yes' if result['identical_to_upstream'] else 'NO'}")
+        lines.append(f"  host syncs per call: {up['syncs_per_call']:.0f} upstream, {shim['syncs_per_call']:.0f} shim")
+        timing = (f"  the shim took {vs_upstream(by_path, SHIM):.2f}x upstream's time "
+                  f"(p50 {shim['p50_ms']:.2f} against {up['p50_ms']:.2f} ms)")
+        extras = [f"{label} {vs_upstream(by_path, path):.2f}x" for label, path in
+                  (("frame pipeline", PIPELINE_SHIM), ("graph mode", GRAPH)) if path in by_path]
+        lines.append(timing + ("; " + ", ".join(extras) if extras else ""))
+        spreads = [(r["p50_spread_between_rounds"], r["path"]) for r in result["rows"]
+                   if r.get("p50_spread_between_rounds") is not None]
+        worst = max(spreads) if spreads else None
+        if worst and worst[0] > NOISY_SPREAD:
+            lines.append(f"  noisy: a p50 moved by {worst[0]:.0%} between rounds; rerun on a quiet machine "
+                         "before quoting")
+        elif worst:
+            lines.append(f"  steady: no p50 moved by more than {worst[0]:.0%} between rounds")
     if not on_cuda:
-        parts.append(
-            "This ran on a CPU: it shows that the results are identical and that the GPU path has no "
-            "sync-prone operation, but not the GPU speed-up, since a CPU has no device to wait for (a ratio near "
-            "1.0 is expected). The README's figures were measured on an H100."
-        )
-    return "Verdict: " + " ".join(parts)
+        lines.append("On a CPU, expect about 1.00x: nothing waits for a GPU. The speed-up needs --device cuda.")
+    return "\n".join(lines)
 
 
 def plot(report: Dict[str, Any], path: str) -> None:
@@ -634,10 +687,28 @@ def plot(report: Dict[str, Any], path: str) -> None:
 
 def run(args: Any) -> Dict[str, Any]:
     device = pick_device(args.device)
-    h, w = (int(v) for v in args.image.lower().split("x"))
+    say(device_line(device))
+    image = None
+    if getattr(args, "image_kind", "size") == "file":
+        image = read_image(args.image)
+        h, w = image.shape[:2]
+    else:
+        h, w = (int(v) for v in args.image.lower().split("x"))
     calls = args.calls if args.calls is not None else (300 if device.type == "cuda" else 50)
-    family = getattr(args, "family", "sam")
-    unknown = [m for m in args.model if m not in FAMILY_MODELS[family]]
+    family = getattr(args, "family", None) or "sam"
+    checkpoint = getattr(args, "checkpoint", None)
+    built = None
+    names = list(args.model or [])
+    if checkpoint:
+        from . import checkpoints
+
+        say(f"loading {checkpoint} ...")
+        loaded = checkpoints.load(checkpoint, family=getattr(args, "family", None),
+                                  model=names[0] if names else None, device=device)
+        say(f"model: {loaded.family} {loaded.how}")
+        family, names = loaded.family, [loaded.model]
+        built = checkpoints.predictor_for(loaded.family, loaded.module)
+    unknown = [m for m in names if not checkpoint and m not in FAMILY_MODELS[family]]
     if unknown:
         raise SystemExit(
             f"--family {family} has no model {', '.join(unknown)}; choose from {', '.join(FAMILY_MODELS[family])}"
@@ -645,21 +716,24 @@ def run(args: Any) -> Dict[str, Any]:
     report = {"environment": environment(device), "wrapper_overhead": wrapper_overhead_us(), "results": []}
     if getattr(args, "metrics", False):
         report["metrics_overhead"] = metrics_overhead_us()
-    for model in args.model:
-        report["results"].append(
-            run_model(
-                model,
-                device,
-                (h, w),
-                calls,
-                args.warmup,
-                pipeline=not args.no_pipeline,
-                cuda_graphs=getattr(args, "cuda_graphs", False),
-                kpi=getattr(args, "kpi", False),
-                family=family,
-                quiet=bool(getattr(args, "json", None)),
-                metrics=getattr(args, "metrics", False),
-                compile_reference=getattr(args, "compile", False),
-            )
+    for model in names:
+        result = run_model(
+            model,
+            device,
+            (h, w),
+            calls,
+            args.warmup,
+            pipeline=not args.no_pipeline,
+            cuda_graphs=getattr(args, "cuda_graphs", False),
+            kpi=getattr(args, "kpi", False),
+            family=family,
+            quiet=bool(getattr(args, "json", None)),
+            metrics=getattr(args, "metrics", False),
+            compile_reference=getattr(args, "compile", False),
+            built=built,
+            image=image,
         )
+        result["weights"] = checkpoint or "random"
+        result["image_source"] = args.image if image is not None else "synthetic"
+        report["results"].append(result)
     return report

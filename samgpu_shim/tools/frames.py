@@ -19,7 +19,7 @@ import torch
 from .. import _config
 from ..syncs import count_cuda_syncs
 from . import pipeline as _pipeline
-from .bench import environment, family_predictor, pick_device, summary
+from .bench import device_line, environment, family_predictor, pick_device, say, summary
 from .models import synthetic_image
 
 
@@ -203,6 +203,7 @@ def _encoder_alone(predictor: Any, frame: torch.Tensor, frames: int, wait: Calla
 
 def run(args: Any) -> Dict[str, Any]:
     device = pick_device(args.device)
+    say(device_line(device))
     h, w = (int(v) for v in args.image.lower().split("x"))
     frames = args.calls if args.calls is not None else (40 if device.type == "cuda" else 5)
     return {
@@ -235,4 +236,14 @@ def format_table(report: Dict[str, Any]) -> str:
             set_ms = "" if set_ms is None else f"{set_ms:.2f}"
             lines.append(f"{r['path']:<44} {syncs:>5} {r['fps']:>7.2f} {r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f} "
                          f"{set_ms:>8} {iou!s:>7} {iou32!s:>8} {r['first_call_ms']:>8.1f}")
+    lines += [
+        "",
+        "Columns:",
+        "  syncs     times one frame makes the host wait for the GPU (-: not counted on this device)",
+        "  fps       frames per second through the whole loop (new frame, set_image, one point, the packet)",
+        "  p50 p99   time of one frame, ms: median and 99th percentile",
+        "  set_img   set_image alone, p50 ms",
+        "  IoU up    the best mask's overlap with upstream's (1.0: the same pixels); IoU fp32: with the fp32 path's",
+        "  1st ms    the first frame (warm-up, compilation) on its own",
+    ]
     return "\n".join(lines)

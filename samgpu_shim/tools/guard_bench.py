@@ -35,10 +35,16 @@ def _percentile(samples: Sequence[float], q: float) -> float:
 
 def migrated_chain(masks: Any, scores: Any, logits: Any) -> Dict[str, Any]:
     """A post-processing chain after migration to torch: everything on the device, one copy."""
+    import samgpu_shim
+
+    numbers = migrated_device_part(masks, scores, logits)
+    return samgpu_shim.to_numpy({"numbers": numbers, "score": scores.max()})
+
+
+def migrated_device_part(masks: Any, scores: Any, logits: Any) -> Any:
+    """The device half of :func:`migrated_chain`: its numbers, still on the device."""
     import torch
     import torch.nn.functional as F
-
-    import samgpu_shim
 
     index = scores.argmax(dim=0, keepdim=True)
     best = masks.index_select(0, index)[0]
@@ -53,7 +59,7 @@ def migrated_chain(masks: Any, scores: Any, logits: Any) -> Dict[str, Any]:
         index[0].float(), scores.max(), area.float(), ring.sum().float(), confident.float(),
         rows.float().argmax().float(), cols.float().argmax().float(), probability.mean(),
     ])
-    return samgpu_shim.to_numpy({"numbers": numbers, "score": scores.max()})
+    return numbers
 
 
 def run(model: str, calls: int, warmup: int, height: int, width: int, device: str) -> Dict[str, Any]:
@@ -109,15 +115,17 @@ def run(model: str, calls: int, warmup: int, height: int, width: int, device: st
             print(f"  {i + 1}/{calls} rounds", flush=True)
     syncs: Dict[str, int] = {}
     if cuda:
+        # prompts already on the device, statistics without the final copy:
+        # any sync counted here would be the guard's
+        device_points = torch.as_tensor(points, device=device, dtype=torch.float32)
+        device_labels = torch.as_tensor(labels, device=device)
         for mode in MODES:
             samgpu_shim.configure(transfer_guard=mode)
 
             def device_only() -> Any:
-                masks, scores, logits = predictor.predict(point_coords=torch.as_tensor(points, device=device,
-                                                                                       dtype=torch.float32),
-                                                          point_labels=torch.as_tensor(labels, device=device))
-                best = masks[scores.argmax()]
-                return best.sum() + logits.sigmoid().mean()
+                masks, scores, logits = predictor.predict(point_coords=device_points, point_labels=device_labels)
+                best = masks.index_select(0, scores.argmax(dim=0, keepdim=True))[0]
+                return best.sum() + logits.sigmoid().mean() + migrated_device_part(masks, scores, logits).sum()
 
             device_only()
             sync()

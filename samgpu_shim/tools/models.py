@@ -7,30 +7,58 @@ any weights.
 
 from __future__ import annotations
 
+import contextlib
 from functools import partial
-from typing import Any, Dict
+from typing import Any, Dict, NamedTuple, Tuple
 
-# encoder embed dim, depth, heads, global attention blocks, prompt dim,
-# decoder MLP dim, decoder heads, IoU head hidden dim
-_ARCHS: Dict[str, tuple] = {
-    "tiny": (32, 2, 2, (1,), 32, 64, 2, 32),
-    "vit_b": (768, 12, 12, (2, 5, 8, 11), 256, 2048, 8, 256),
-    "vit_l": (1024, 24, 16, (5, 11, 17, 23), 256, 2048, 8, 256),
-    "vit_h": (1280, 32, 16, (7, 15, 23, 31), 256, 2048, 8, 256),
+
+class Sam1Arch(NamedTuple):
+    """A segment-anything architecture: what its builder needs beyond the defaults."""
+
+    embed: int  # encoder embed dim
+    depth: int  # encoder blocks
+    heads: int  # encoder attention heads
+    global_attn: Tuple[int, ...]  # blocks with global attention (the others are windowed)
+    prompt_dim: int  # prompt and decoder width
+    mlp_dim: int  # decoder MLP width
+    dec_heads: int  # decoder attention heads
+    iou_hidden: int  # IoU head hidden width
+    window: int = 14  # encoder attention window
+
+
+SAM1_ARCHS: Dict[str, Sam1Arch] = {
+    "tiny": Sam1Arch(32, 2, 2, (1,), 32, 64, 2, 32),
+    "vit_b": Sam1Arch(768, 12, 12, (2, 5, 8, 11), 256, 2048, 8, 256),
+    "vit_l": Sam1Arch(1024, 24, 16, (5, 11, 17, 23), 256, 2048, 8, 256),
+    "vit_h": Sam1Arch(1280, 32, 16, (7, 15, 23, 31), 256, 2048, 8, 256),
 }
 
-MODEL_NAMES = tuple(_ARCHS)
+MODEL_NAMES = tuple(SAM1_ARCHS)
 
 
-def build_sam(name: str = "tiny", *, seed: int = 0, device: Any = "cpu", image_size: int = 1024) -> Any:
+def build_sam(
+    name: str = "tiny", *, seed: int = 0, device: Any = "cpu", image_size: int = 1024, init_on_device: bool = False
+) -> Any:
     """A ``segment_anything.modeling.Sam`` of architecture ``name``, random weights.
 
     ``tiny`` keeps SAM's real geometry (1024-pixel input, 64x64 embedding,
     256x256 low-resolution masks) with very small widths, so it runs on a CPU
     in milliseconds; ``vit_b``, ``vit_l`` and ``vit_h`` are the real ones.
     ``image_size`` (a multiple of 16) shrinks the input for very long test
-    runs; SAM itself uses 1024.
+    runs; SAM itself uses 1024. ``init_on_device``: the random weights are
+    drawn where the model runs (vit_h in a second on a GPU instead of many on
+    a CPU; other numbers than a CPU build, and any weights do).
     """
+    if name not in SAM1_ARCHS:
+        raise ValueError(f"unknown model {name!r}; choose one of {', '.join(MODEL_NAMES)}")
+    return build_sam_arch(SAM1_ARCHS[name], seed=seed, device=device, image_size=image_size,
+                          init_on_device=init_on_device)
+
+
+def build_sam_arch(arch: Sam1Arch, *, seed: int = 0, device: Any = "cpu", image_size: int = 1024,
+                   init_on_device: bool = False) -> Any:
+    """A ``segment_anything.modeling.Sam`` of any :class:`Sam1Arch`, random weights
+    (the checkpoint loader builds what a state dict describes with it)."""
     import torch
     from segment_anything.modeling import (
         ImageEncoderViT,
@@ -40,47 +68,46 @@ def build_sam(name: str = "tiny", *, seed: int = 0, device: Any = "cpu", image_s
         TwoWayTransformer,
     )
 
-    if name not in _ARCHS:
-        raise ValueError(f"unknown model {name!r}; choose one of {', '.join(MODEL_NAMES)}")
-    embed, depth, heads, global_attn, prompt_dim, mlp_dim, dec_heads, iou_hidden = _ARCHS[name]
     patch = 16
     grid = image_size // patch
     gen_state = torch.random.get_rng_state()
     torch.manual_seed(seed)
+    place = torch.device(device) if init_on_device else contextlib.nullcontext()
     try:
-        sam = Sam(
-            image_encoder=ImageEncoderViT(
-                depth=depth,
-                embed_dim=embed,
-                img_size=image_size,
-                mlp_ratio=4,
-                norm_layer=partial(torch.nn.LayerNorm, eps=1e-6),
-                num_heads=heads,
-                patch_size=patch,
-                qkv_bias=True,
-                use_rel_pos=True,
-                global_attn_indexes=global_attn,
-                window_size=14,
-                out_chans=prompt_dim,
-            ),
-            prompt_encoder=PromptEncoder(
-                embed_dim=prompt_dim,
-                image_embedding_size=(grid, grid),
-                input_image_size=(image_size, image_size),
-                mask_in_chans=16,
-            ),
-            mask_decoder=MaskDecoder(
-                num_multimask_outputs=3,
-                transformer=TwoWayTransformer(
-                    depth=2, embedding_dim=prompt_dim, mlp_dim=mlp_dim, num_heads=dec_heads
+        with place:
+            sam = Sam(
+                image_encoder=ImageEncoderViT(
+                    depth=arch.depth,
+                    embed_dim=arch.embed,
+                    img_size=image_size,
+                    mlp_ratio=4,
+                    norm_layer=partial(torch.nn.LayerNorm, eps=1e-6),
+                    num_heads=arch.heads,
+                    patch_size=patch,
+                    qkv_bias=True,
+                    use_rel_pos=True,
+                    global_attn_indexes=arch.global_attn,
+                    window_size=arch.window,
+                    out_chans=arch.prompt_dim,
                 ),
-                transformer_dim=prompt_dim,
-                iou_head_depth=3,
-                iou_head_hidden_dim=iou_hidden,
-            ),
-            pixel_mean=[123.675, 116.28, 103.53],
-            pixel_std=[58.395, 57.12, 57.375],
-        )
+                prompt_encoder=PromptEncoder(
+                    embed_dim=arch.prompt_dim,
+                    image_embedding_size=(grid, grid),
+                    input_image_size=(image_size, image_size),
+                    mask_in_chans=16,
+                ),
+                mask_decoder=MaskDecoder(
+                    num_multimask_outputs=3,
+                    transformer=TwoWayTransformer(
+                        depth=2, embedding_dim=arch.prompt_dim, mlp_dim=arch.mlp_dim, num_heads=arch.dec_heads
+                    ),
+                    transformer_dim=arch.prompt_dim,
+                    iou_head_depth=3,
+                    iou_head_hidden_dim=arch.iou_hidden,
+                ),
+                pixel_mean=[123.675, 116.28, 103.53],
+                pixel_std=[58.395, 57.12, 57.375],
+            )
     finally:
         torch.random.set_rng_state(gen_state)
     return sam.eval().to(device)
@@ -106,7 +133,7 @@ _SAM2_TINY = (
 SAM2_MODEL_NAMES = tuple(SAM2_CONFIGS)
 
 
-def build_sam2(name: str = "tiny", *, seed: int = 0, device: Any = "cpu") -> Any:
+def build_sam2(name: str = "tiny", *, seed: int = 0, device: Any = "cpu", init_on_device: bool = False) -> Any:
     """A SAM 2.1 model (``sam2.modeling.sam2_base.SAM2Base``), random weights.
 
     Built by the package's own ``sam2.build_sam.build_sam2`` from its own
@@ -122,8 +149,10 @@ def build_sam2(name: str = "tiny", *, seed: int = 0, device: Any = "cpu") -> Any
     overrides = list(_SAM2_TINY) if name == "tiny" else []
     gen_state = torch.random.get_rng_state()
     torch.manual_seed(seed)
+    place = torch.device(device) if init_on_device else contextlib.nullcontext()
     try:
-        return build(SAM2_CONFIGS[name], None, device=str(device), hydra_overrides_extra=overrides)
+        with place:
+            return build(SAM2_CONFIGS[name], None, device=str(device), hydra_overrides_extra=overrides)
     finally:
         torch.random.set_rng_state(gen_state)
 
@@ -236,6 +265,28 @@ def sam3_predictor(model: Any, **kwargs: Any) -> Any:
     grid = model.image_size // model.backbone_stride
     predictor._bb_feat_sizes = [(4 * grid, 4 * grid), (2 * grid, 2 * grid), (grid, grid)]
     return predictor
+
+
+# --family -> (package it needs, pip extra that brings it, model names it
+# accepts). Kept here, with no torch import, so that the command line checks
+# its arguments before importing anything heavy.
+FAMILIES: Dict[str, Tuple[str, str, Tuple[str, ...]]] = {
+    "sam": ("segment_anything", "bench", MODEL_NAMES),
+    "sam2": ("sam2", "sam2", SAM2_MODEL_NAMES),
+    "sam3": ("sam3", "sam3", SAM3_MODEL_NAMES),
+    "hq": ("segment_anything_hq", "hq", ("vit_b", "vit_l", "vit_h")),
+    "mobile": ("mobile_sam", "mobile", ("vit_t",)),
+    "efficientvit": ("efficientsam", "efficientvit", ("l0", "l1", "l2", "xl0", "xl1")),
+}
+
+
+def read_image(path: str) -> Any:
+    """An image file as an (H, W, 3) uint8 RGB array (what every predictor's set_image takes)."""
+    import numpy as np
+    from PIL import Image
+
+    with Image.open(path) as img:
+        return np.asarray(img.convert("RGB"))
 
 
 def synthetic_image(height: int, width: int, seed: int = 0) -> Any:

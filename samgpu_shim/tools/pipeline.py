@@ -82,8 +82,10 @@ def packet_torch(masks: torch.Tensor, scores: torch.Tensor) -> str:
             torch.where(row_hit, ys, -1).amax(),
         ]
     )
-    # The one device-to-host copy of the frame: the application's own result.
-    n = numbers.cpu().tolist()
+    # The one device-to-host copy of the frame, the application's own result:
+    # tolist() copies and reads in one step (.cpu().tolist() counts twice on
+    # the CPU proxy for the same single wait).
+    n = numbers.tolist()
     area = int(n[2])
     cy = n[3] / area if area else 0.0
     cx = n[4] / area if area else 0.0

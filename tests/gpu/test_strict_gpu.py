@@ -48,7 +48,10 @@ def test_strict_cpu_matches_cuda_for_every_operation():
     rows = []
     for name, declared, fn in OPS:
         on_cuda = outcome(fn, cuda)
+        # the guard acts where the conversion happens: strict (disallow) in force then
+        samgpu_shim.configure(transfer_guard="disallow")
         on_strict = outcome(fn, strict)
+        samgpu_shim.configure(transfer_guard="off")
         on_cpu = outcome(fn, plain)
         rows.append({"operation": name, "declared": declared, "cuda": on_cuda, "strict_cpu": on_strict,
                      "plain_cpu": on_cpu})
@@ -64,5 +67,7 @@ def test_strict_cpu_matches_cuda_for_every_operation():
             # the same class of error, so an application's except clause sees it too
             strict_cls = row["strict_cpu"][1]
             assert row["cuda"][1] == strict_cls or (
-                row["cuda"][1] == "TypeError" and strict_cls == "StrictConversionError"
+                row["cuda"][1] == "TypeError" and strict_cls in ("StrictConversionError", "TransferGuardError")
+            ) or (
+                row["cuda"][1] == "AttributeError" and strict_cls == "TransferGuardAttributeError"
             ), row
