@@ -255,7 +255,7 @@ def test_environment_and_strict_alias():
             print("mode", _config.transfer_guard(), "refused", type(exc).__name__)
         """
     cases = {
-        (): "mode log best 0 GuardedTensor",
+        (("SAMGPU_TRANSFER_GUARD", ""),): "mode log best 0 GuardedTensor",
         (("SAMGPU_TRANSFER_GUARD", "disallow"),): "mode disallow refused TransferGuardError",
         (("SAMGPU_STRICT", "1"),): "mode disallow refused TransferGuardError",
         (("SAMGPU_STRICT", "1"), ("SAMGPU_TRANSFER_GUARD", "allow")): "mode allow best 0 GuardedTensor",
