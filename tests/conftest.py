@@ -48,9 +48,9 @@ def _clean_config():
     """Every test starts patched, with no runtime override."""
     if not samgpu_shim.is_patched():
         samgpu_shim.patch()
-    samgpu_shim.configure(as_numpy=None, cuda_graphs=None, graph_cache_size=8, strict=None, transfer_guard=None)
+    samgpu_shim.configure(as_numpy=None, cuda_graphs=None, graph_cache_size=8, strict=None, transfer_guard="off")
     yield
-    samgpu_shim.configure(as_numpy=None, cuda_graphs=None, graph_cache_size=8, strict=None, transfer_guard=None)
+    samgpu_shim.configure(as_numpy=None, cuda_graphs=None, graph_cache_size=8, strict=None, transfer_guard="off")
     if not samgpu_shim.is_patched():
         samgpu_shim.patch()
 
@@ -66,7 +66,11 @@ def run_python(code: str, env: Dict[str, str] | None = None, check: bool = True)
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("SAMGPU_")}
     if _XDIST:
         full_env.setdefault("OMP_NUM_THREADS", "1")
-    full_env.update(env or {})
+    env = dict(env or {})
+    if "SAMGPU_TRANSFER_GUARD" not in env and "SAMGPU_STRICT" not in env:
+        # tests written for plain tensors; the guard's own tests set it
+        env["SAMGPU_TRANSFER_GUARD"] = "off"
+    full_env.update(env)
     proc = subprocess.run(
         [sys.executable, "-c", textwrap.dedent(code)],
         capture_output=True,

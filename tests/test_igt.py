@@ -293,8 +293,10 @@ def test_several_structures_one_batched_call_one_packet(predictor):
         samgpu_shim.configure(as_numpy=None)
     assert len(gpu) == 20 and _comparable(gpu) == _comparable(rolled)
     _check_tracking(gpu, loop)
-    # the three structures are segmented separately: their results differ
-    assert len({json.dumps(o) for o in gpu[5]["objects"]}) == 3
+    # the three structures are segmented separately: on the first frame, prompted at three
+    # different seeds, their results differ (random weights pull the tracked centroids together
+    # after a few frames, so later frames may legitimately agree)
+    assert len({json.dumps(o) for o in gpu[0]["objects"]}) == 3
 
 
 def test_several_structures_sam2_same_packets_in_every_mode():

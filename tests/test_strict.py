@@ -20,7 +20,7 @@ LABELS = np.array([1, 0])
 
 @pytest.fixture()
 def strict():
-    samgpu_shim.configure(strict=True)
+    samgpu_shim.configure(transfer_guard=None, strict=True)
     yield
     samgpu_shim.configure(strict=None)
 

@@ -416,6 +416,16 @@ for _name, (_op, _reflect) in _OPERATORS.items():
 GuardedTensor.__hash__ = torch.Tensor.__hash__  # defining __eq__ would drop it
 
 
+def _listen() -> None:
+    from .. import _telemetry
+
+    if _telemetry.on_implicit_copy not in listeners:
+        listeners.append(_telemetry.on_implicit_copy)
+
+
+_listen()
+
+
 def guard(out: Any, site: Optional[Tuple[str, str, int]] = None) -> Any:
     """Every tensor of a predict result as a :class:`GuardedTensor` (tuples and lists too)."""
     where = f"{site[0]}:{site[2]} in {site[1]}()" if site else None
