@@ -64,6 +64,7 @@ class _Names:
                         self.name_loads.add(node.id)
                     elif top_level:
                         self.name_stores.add(node.id)
+        self.calls_source = not self.calls.isdisjoint(PREDICT_METHODS)
 
     def _written(self, node: ast.AST) -> None:
         while isinstance(node, ast.Subscript):
@@ -88,16 +89,50 @@ def _bodies(module: ModuleInfo) -> List[Body]:
     return out
 
 
+def _imports(module: ModuleInfo) -> Set[str]:
+    out = set()
+    for target in module.aliases.values():
+        out.add(target)
+        out.add(target.rsplit(".", 1)[0])
+    return out
+
+
+def _same(a: str, b: str) -> bool:
+    """One module, as far as the scan root lets names tell (``app.utils`` and ``utils``)."""
+    return a == b or a.endswith("." + b) or b.endswith("." + a)
+
+
 def relevant(modules: Iterable[ModuleInfo]) -> Set[int]:
-    """The ids of the relevant bodies (function nodes, module trees)."""
+    """The ids of the relevant bodies (function nodes, module trees).
+
+    Past the bodies that call predict themselves, a body is a road for results
+    only in a module that imports one holding relevant bodies (or is one): a
+    result crosses modules through what they import from each other, and a
+    name shared by chance (``forward`` in a thousand files of a library) is no
+    road. A body storing what predict is called on may also sit in a module
+    such a module imports (``config.PREDICTOR = SamPredictor(...)``)."""
     modules = list(modules)
     called: Set[str] = set(PREDICT_METHODS)  # relevant functions, methods and classes, called by these names
     attributes: Set[str] = set()  # written by relevant bodies
     receivers: Set[str] = set()  # what relevant bodies call predict on
     channels: Set[str] = set()  # queues relevant bodies put into
     globals_: Dict[str, Set[str]] = {}  # module path -> globals its relevant top level binds
+    reached: Set[str] = set()  # names of the modules with relevant bodies
+    reached_imports: Set[str] = set()  # what those modules import
     found: Set[int] = set()
     indexed: Dict[str, List[Body]] = {}
+
+    def imports_reached(module: ModuleInfo) -> bool:
+        if module.name in reached:
+            return True
+        # the text must name a reached module before its imports are worth reading
+        if module.identifiers.isdisjoint(r.rsplit(".", 1)[-1] for r in reached):
+            return False
+        return any(_same(i, r) for i in _imports(module) for r in reached)
+
+    def imported_by_reached(module: ModuleInfo) -> bool:
+        return any(_same(module.name, i) for i in reached_imports)
+
     while True:
         words = called | attributes | receivers | channels
         grew = False
@@ -105,13 +140,24 @@ def relevant(modules: Iterable[ModuleInfo]) -> Set[int]:
             if module.path not in indexed:
                 if module.identifiers.isdisjoint(words):
                     continue
+                if module.identifiers.isdisjoint(PREDICT_METHODS) and not (
+                        imports_reached(module) or imported_by_reached(module)):
+                    continue  # no seed, no link: nothing here can matter (yet)
                 indexed[module.path] = _bodies(module)
             local = globals_.get(module.path, set())
             for node, name, owner, info in indexed[module.path]:
                 if id(node) in found:
                     continue
-                if not (info.calls & called or info.attr_loads & attributes or info.name_loads & local
-                        or (info.attr_stores | info.name_stores) & receivers or info.gets & channels):
+                consumer = info.calls_source or (
+                    bool(info.calls & called or info.attr_loads & attributes or info.name_loads & local
+                         or info.gets & channels) and imports_reached(module))
+                if not consumer:
+                    # what a relevant body calls predict on is stored here: analysed, for
+                    # the kind it stores, but not a road for results
+                    if (info.attr_stores | info.name_stores) & receivers and (
+                            imports_reached(module) or imported_by_reached(module)):
+                        found.add(id(node))
+                        grew = True
                     continue
                 found.add(id(node))
                 grew = True
@@ -120,5 +166,8 @@ def relevant(modules: Iterable[ModuleInfo]) -> Set[int]:
                 receivers |= info.receivers
                 channels |= info.puts
                 globals_.setdefault(module.path, set()).update(info.name_stores)
+                if module.name not in reached:
+                    reached.add(module.name)
+                    reached_imports.update(_imports(module))
         if not grew:
             return found
