@@ -53,11 +53,13 @@ class Op:
     why: str
     fix: str
     numpy: str = WORKS  # on the numpy result (the reference); raises for tensor-only code (.cpu())
+    reported: bool = True  # False: runs, and the audit follows the value on instead of reporting the line
 
     @property
     def breaks_on_cuda(self) -> bool:
-        """Whether the audit reports it: anything but a plain ``works`` on CUDA."""
-        return self.cuda != WORKS
+        """Whether the audit reports it: anything but a plain ``works`` on CUDA, unless
+        the row says the line runs and only what follows it may break."""
+        return self.cuda != WORKS and self.reported
 
 
 _HOST = "samgpu_shim.to_numpy(x) at the boundary, or predict(..., as_numpy=True) for this code"
@@ -181,6 +183,8 @@ OPS: Tuple[Op, ...] = (
        "SAM's torch helpers take and return tensors", ""),
     Op("float()", "call", ("float", "int", "bool", "len", "str"), WORKS, WORKS, EXPLICIT, "float(s[0])",
        "a scalar read (one sync on CUDA)", ""),
+    Op("round()", "call", ("round",), RAISES, RAISES, COPIES, "round(s[0], 2)",
+       "a tensor defines no __round__", "round(float(x), n), or x.round(decimals=n) on the device"),
     # -- an ndarray indexed by, or assigned, a result ------------------------
     Op("ndarray[mask]", "index", ("read",), WORKS, RAISES, COPIES, "img[m[0]]",
        "numpy converts the index with __array__", _HOST),
@@ -188,6 +192,8 @@ OPS: Tuple[Op, ...] = (
        "numpy converts the index with __array__", _HOST),
     Op("ndarray[i] = mask", "index", ("write-value",), WORKS, RAISES, COPIES, "img3.__setitem__(0, m[0])",
        "writing a result into a numpy array converts it", _HOST),
+    Op("t[::-1]", "index", ("negative-step",), RAISES, RAISES, UNCAUGHT, "s.argsort()[::-1]",
+       "torch refuses a negative slice step", "x.flip(0), or argsort(descending=True)"),
     Op("ndarray[argmax]", "index", ("scalar",), WORKS, WORKS, EXPLICIT, "img[s.argmax()]",
        "a 0-d integer tensor is an index (one sync on CUDA)", ""),
     # -- arithmetic and comparisons ------------------------------------------
@@ -203,10 +209,10 @@ OPS: Tuple[Op, ...] = (
     Op("1 - mask", "operator", ("1-bool", "bool-1", "-bool"), RAISES, RAISES, UNCAUGHT, "1 - m[0]",
        "torch refuses - on bool tensors", "~mask, or mask.to(torch.uint8) first"),
     Op("np.float64 / tensor", "operator", ("npscalar",), DIFFERS, DIFFERS, DEVICE, "np.float64(2.0) / s",
-       "a float32 tensor, where numpy gives float64", "convert first if the float64 matters"),
+       "a float32 tensor, where numpy gives float64", "convert first if the float64 matters", reported=False),
     Op(".dtype comparison", "operator", ("dtype==",), DIFFERS, DIFFERS, UNCAUGHT, "m.dtype == np.bool_",
        "a torch dtype never equals a numpy or Python type: the test is always False",
-       "compare with torch.bool / torch.float32"),
+       "compare with torch.bool / torch.float32", reported=False),
     Op("mask * 255", "operator", ("scalar",), WORKS, WORKS, DEVICE, "m[0] * 255",
        "arithmetic with a Python scalar stays on the device", ""),
 )
@@ -248,7 +254,8 @@ def rst_table() -> str:
         UNCAUGHT: "not seen: audit",
     }
     rows = [head] + [
-        (f"``{op.name}``", f"``{op.sample}``" if op.sample else "", op.cpu, op.cuda, guard_text[op.guard])
+        (f"``{op.name}``", f"``{op.sample}``" if op.sample else "", op.cpu, op.cuda,
+         guard_text[op.guard] if op.reported or op.guard != UNCAUGHT else "not seen; runs, not reported")
         for op in OPS
     ]
     widths = [max(len(r[i]) for r in rows) for i in range(len(head))]

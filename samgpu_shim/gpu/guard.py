@@ -368,6 +368,12 @@ class GuardedTensor(torch.Tensor):
                 return torch.Tensor.numpy(torch.Tensor.detach(self), force=force)
         return host(self, ".numpy()")
 
+    def __round__(self, ndigits: Any = None) -> Any:
+        """``round(x, n)``, which no tensor defines: numpy's answer, from a host copy."""
+        a = host(self, "round()")
+        value = a[()] if a.ndim == 0 else a
+        return round(value) if ndigits is None else round(value, ndigits)
+
     sum = _numpy_reduction("sum")
     mean = _numpy_reduction("mean")
     max = _numpy_reduction("max")

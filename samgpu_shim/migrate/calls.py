@@ -22,6 +22,8 @@ from .operations import (
     PLAIN_BUILTINS,
     PLOT_METHODS,
     call_row,
+    effect,
+    row,
 )
 
 # (function to run, bound to its instance, class constructed, self context passed)
@@ -213,7 +215,11 @@ class Calls(LibraryCalls):
     def _name_call(self, node: ast.Call, name: str, args: Args, arg_taint: Taint) -> Value:
         if self.local(name):
             return CLEAN, None
-        if name in PLAIN_BUILTINS:
+        if name in PLAIN_BUILTINS or name == "open":
+            return CLEAN, None
+        if name == "round" and args and args[0][1]:
+            op = row("round()")
+            self.report(node, "round()", effect(op), op.why, op.fix, args[0][1])
             return CLEAN, None
         if name in ("enumerate", "zip"):
             return arg_taint, None

@@ -8,7 +8,7 @@ from typing import Optional, Tuple
 
 from . import kinds as K
 from .kinds import CLEAN, Elements, Keys, Kind, Positions
-from .names import Taint, tensor_guard, words
+from .names import Taint, dotted_name, tensor_guard, words
 from .operations import METADATA, effect, operator_row, row
 from .scope import BaseScope
 
@@ -80,7 +80,7 @@ class Expressions(BaseScope):
                 # ``x.cpu().numpy() if torch.is_tensor(x) else x``
                 name, tensor_arm_is_body = guarded
                 other = node.orelse if tensor_arm_is_body else node.body
-                if isinstance(other, ast.Name) and other.id == name:
+                if dotted_name(other) == name:
                     return (bt, bk) if tensor_arm_is_body else (ot, ok)
             return bt | ot, K.join(bk, ok)
         if isinstance(node, ast.Tuple) and not any(isinstance(e, ast.Starred) for e in node.elts):
@@ -212,6 +212,15 @@ class Expressions(BaseScope):
             return bk.any()
         if isinstance(bk, Elements):
             return bt, bk if isinstance(key, ast.Slice) else bk.kind
+        if bt and isinstance(key, ast.Constant) and isinstance(key.value, str) and (bk is None or K.is_tensor(bk)):
+            # No tensor (and no numpy result) takes a string index: the value read
+            # here is another producer's (a mask generator's dicts, a record), so
+            # this path holds no result.
+            return CLEAN, None
+        if bt and _negative_step(key) and K.is_tensor(bk):
+            op = row("t[::-1]")
+            self.report(node, op.name, effect(op), op.why, op.fix, bt)
+            return CLEAN, K.NUMPY
         if bt:
             if bk == K.MASK and not kt:
                 return bt, K.MASK
@@ -251,8 +260,8 @@ class Expressions(BaseScope):
                 self.report(node, found.name, effect(found), found.why, found.fix, rt)
                 return CLEAN, K.NUMPY
         if rt and not lt and lk == K.NPSCALAR:
-            found = row("np.float64 / tensor")
-            self.report(node, found.name, effect(found), found.why, found.fix, rt)
+            # ``np.float64(x) / t``: works, a tensor (float32 where numpy gives
+            # float64); not a finding here, the tensor is followed on
             return rt, K.TORCH
         if lt or rt:
             if isinstance(op, (ast.BitAnd, ast.BitOr, ast.BitXor)) and K.MASK in (lk, rk) and (
@@ -266,7 +275,6 @@ class Expressions(BaseScope):
 
     def _compare(self, node: ast.Compare) -> Value:
         taint, kind = self._eval(node.left)
-        self._dtype_compare(node)
         left_t, left_k = taint, kind
         for op, c in zip(node.ops, node.comparators):
             ct, ck = self._eval(c)
@@ -281,20 +289,17 @@ class Expressions(BaseScope):
             return CLEAN, None
         return taint, K.MASK if taint else None
 
-    def _dtype_compare(self, node: ast.Compare) -> None:
-        left = node.left
-        if not (isinstance(left, ast.Attribute) and left.attr == "dtype"):
-            return
-        t = self._eval(left.value)[0]
-        if not t:
-            return
-        for c in node.comparators:
-            qualified = self.qualify(c) or ""
-            if qualified.startswith("numpy.") or (isinstance(c, ast.Name) and c.id in ("bool", "float", "int")) or (
-                isinstance(c, ast.Constant) and isinstance(c.value, str)
-            ):
-                op = row(".dtype comparison")
-                self.report(node, op.name, effect(op), op.why, op.fix, t)
+
+def _negative_step(key: ast.AST) -> bool:
+    """``[::-1]``, ``[::-2]``: a slice with a negative constant step."""
+    parts = key.elts if isinstance(key, ast.Tuple) else [key]
+    for part in parts:
+        step = part.step if isinstance(part, ast.Slice) else None
+        if isinstance(step, ast.UnaryOp) and isinstance(step.op, ast.USub) and isinstance(step.operand, ast.Constant):
+            return True
+        if isinstance(step, ast.Constant) and isinstance(step.value, int) and step.value < 0:
+            return True
+    return False
 
 
 def _parts(node: ast.AST) -> list:

@@ -24,6 +24,7 @@ from .operations import (
     NUMPY_PLAIN,
     NUMPY_PRODUCERS,
     NUMPY_SCALARS,
+    PATH_FUNCTIONS,
     SCALAR_METHODS,
     STDLIB,
     TENSOR_LIBRARIES,
@@ -45,6 +46,8 @@ class LibraryCalls(Expressions):
 
     def library_call(self, node: ast.Call, qualified: str, args: Args, arg_taint: Taint) -> Value:
         shown = dotted_name(node.func) or qualified
+        if qualified in PATH_FUNCTIONS or qualified.startswith("os.path."):
+            return CLEAN, None  # what is handed over here is a path, whatever else the name may hold
         top = qualified.split(".")[0]
         short = qualified.rsplit(".", 1)[-1]
         if top == "numpy":

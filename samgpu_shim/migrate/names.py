@@ -37,15 +37,17 @@ def last_name(node: ast.AST) -> str:
 
 def tensor_guard(test: ast.AST) -> Optional[Tuple[str, bool]]:
     """(name, whether the ``if`` arm is the tensor one) for a test that asks
-    whether a variable is a tensor: ``isinstance(x, torch.Tensor)``,
+    whether a variable (or ``self.attr``) is a tensor: ``isinstance(x, torch.Tensor)``,
     ``torch.is_tensor(x)``, ``hasattr(x, "cpu")``, ``not isinstance(x, np.ndarray)``."""
     negated = False
     while isinstance(test, ast.UnaryOp) and isinstance(test.op, ast.Not):
         negated = not negated
         test = test.operand
-    if not (isinstance(test, ast.Call) and test.args and isinstance(test.args[0], ast.Name)):
+    if not (isinstance(test, ast.Call) and test.args):
         return None
-    name = test.args[0].id
+    name = dotted_name(test.args[0])  # ``x`` or ``self.mask``
+    if name is None:
+        return None
     func = dotted_name(test.func) or ""
     if func == "isinstance" and len(test.args) == 2:
         kind = dotted_name(test.args[1]) or ""
@@ -57,7 +59,7 @@ def tensor_guard(test: ast.AST) -> Optional[Tuple[str, bool]]:
     if func.endswith("is_tensor"):
         return name, not negated
     if func == "hasattr" and len(test.args) == 2 and isinstance(test.args[1], ast.Constant) and \
-            test.args[1].value in ("cpu", "detach", "numpy", "is_cuda", "device"):
+            test.args[1].value in ("cpu", "detach", "numpy", "is_cuda", "device", "to"):
         return name, not negated
     return None
 

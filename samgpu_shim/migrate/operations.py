@@ -130,6 +130,13 @@ PASS_THROUGH_BUILTINS = frozenset({"list", "tuple", "set", "sorted", "reversed",
 PLAIN_BUILTINS = frozenset({"int", "float", "bool", "str", "len", "repr", "hash", "id", "type", "isinstance",
                             "print", "hasattr", "getattr", "callable", "range", "format", "complex", "divmod"})
 JSON_MODULES = frozenset({"json", "ujson", "orjson", "simplejson"})
+# Functions that take a path: a value handed to one is a file name at that
+# point (an attribute that holds a path on one path and a result on another),
+# not a result, so the call is no finding.
+PATH_FUNCTIONS = frozenset({"numpy.load", "numpy.loadtxt", "numpy.fromfile", "rasterio.open", "PIL.Image.open",
+                            "cv2.imread", "pathlib.Path", "h5py.File", "nibabel.load", "torch.load",
+                            "tifffile.imread", "imageio.imread", "imageio.v3.imread", "SimpleITK.ReadImage",
+                            "skimage.io.imread", "open", "io.open", "zipfile.ZipFile", "pydicom.dcmread"})
 # Queue-like hand-offs between functions and threads, matched by the channel's name.
 CHANNEL_PUT = frozenset({"put", "put_nowait", "send", "appendleft"})
 CHANNEL_GET = frozenset({"get", "get_nowait", "recv", "popleft"})

@@ -51,8 +51,12 @@ class BaseScope:
                 env[name] = env.get(name, CLEAN) | t
         for name in set().union(*(k.keys() for _, k in states)):
             kind: Kind = K.EMPTY
-            for _, k in states:
-                kind = K.join(kind, k.get(name))
+            structured = any(isinstance(k.get(name), (Elements, Keys, Positions)) for _, k in states)
+            for e, k in states:
+                arm = k.get(name)
+                if arm is None and structured and not e.get(name, CLEAN):
+                    continue  # an arm that knows nothing of a clean value: the container's parts stand
+                kind = K.join(kind, arm)
             if kind is not None and kind != K.EMPTY:
                 kinds[name] = kind
         self.env, self.kinds = env, kinds
@@ -316,3 +320,4 @@ class BaseScope:
         if call.func.attr.endswith("batch"):  # type: ignore[attr-defined]
             parts = tuple(Elements((p,)) for p in parts)
         return taint, Positions.of((taint, p) for p in parts)
+

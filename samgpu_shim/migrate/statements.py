@@ -143,7 +143,10 @@ class Scope(Calls):
             other_arm = after_else if tensor_arm_is_body else after_body
             if not tensor_arm[0].get(name, CLEAN):
                 other_arm[0][name] = CLEAN
-        self.merge(after_body, after_else)
+        # an arm that ends in return or raise does not reach what follows the if
+        arms = [state for state, branch in ((after_body, node.body), (after_else, node.orelse))  # type: ignore
+                if not _leaves(branch)]
+        self.merge(*(arms or [after_body, after_else]))
 
     def _numpy_arm(self, name: str) -> None:
         """The arm of ``isinstance(masks, np.ndarray)`` where ``masks`` is not a
@@ -203,3 +206,8 @@ class Scope(Calls):
             self.bind(target, frozenset().union(*(t for t, _ in element)) if element else CLEAN, element)
         else:
             self.bind(target, taint, element)
+
+
+def _leaves(body: Sequence[ast.stmt]) -> bool:
+    """Whether a block always ends in ``return`` or ``raise``."""
+    return bool(body) and isinstance(body[-1], (ast.Return, ast.Raise))

@@ -42,7 +42,7 @@ def legacy_refine(predictor, pts, lbls):
         print(area)
     previous = logits.copy()  # expect: .copy()
     y, x = masks[0].nonzero()  # expect: .nonzero()
-    if masks.dtype == np.bool_:  # expect: .dtype comparison
+    if masks.dtype == np.bool_:  # runs (always False on a tensor): not where it breaks
         pass
     return previous, y, x, torch.from_numpy(logits)  # expect: torch.from_numpy()
 

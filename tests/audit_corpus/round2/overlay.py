@@ -19,7 +19,7 @@ def cutout(image_path, predictor, box):
     background = 1 - masks[0]  # expect: 1 - mask
     pixels = np.asarray(picture)
     kept = pixels * masks[0][..., None]  # expect: ndarray * mask
-    weights = np.float64(1.0) / scores  # expect: np.float64 / tensor
+    weights = np.float64(1.0) / scores  # runs: a float32 tensor, followed on
     return kept, background, weights
 
 
