@@ -194,6 +194,9 @@ class Expressions(BaseScope):
         kt, kk = self._eval(key)
         self._index_check(node, bt, bk, kt, kk)
         constant = _constant_key(key)
+        shared = self.state_key(base, key)
+        if shared is not None and shared in self.p.keyed and not (isinstance(bk, Keys) and bk.get(constant)):
+            return bt | self.p.keyed[shared], self.p.keyed_kinds.get(shared)
         if isinstance(bk, Positions):
             if isinstance(key, ast.Constant) and isinstance(key.value, int) and -len(bk) <= key.value < len(bk):
                 return bk[key.value]

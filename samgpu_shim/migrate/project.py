@@ -47,6 +47,11 @@ class Project:
         # queues and pipes by name: what one thread puts, another gets
         self.channels: Dict[str, Taint] = {}
         self.channel_kinds: Dict[str, Kind] = {}
+        # state dicts handed from callback to callback (Gradio's gr.State, a
+        # session dict): ``state["mask"] = masks[0]`` in one function is read
+        # as ``state["mask"]`` in another, matched by parameter name and key
+        self.keyed: Dict[str, Taint] = {}
+        self.keyed_kinds: Dict[str, Kind] = {}
         # the receiver of each predict call: (path, line, col) -> how it is known
         self.receivers: Dict[Tuple[str, int, int], Set[str]] = {}
         # modules not scanned that results reach: module -> {(path, line): taint}

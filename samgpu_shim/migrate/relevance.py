@@ -36,6 +36,8 @@ class _Names:
         self.receivers: Set[str] = set()  # what predict is called on: its last name
         self.puts: Set[str] = set()  # queues written and read (by the queue's name)
         self.gets: Set[str] = set()
+        self.items_written: Set[str] = set()  # name['key'] written (a state dict callbacks share)
+        self.items_read: Set[str] = set()
         self.top_level = top_level
         for top in nodes:
             for node in ast.walk(top):
@@ -47,6 +49,7 @@ class _Names:
                         self.calls.add(func.attr)
                         if func.attr in CONTAINER_ADDERS:  # self.history.append(x) writes history
                             self._written(func.value)
+                            self._item(func.value, self.items_written)
                         if func.attr in CHANNEL_PUT or func.attr in CHANNEL_GET:
                             (self.puts if func.attr in CHANNEL_PUT else self.gets).add(last_name(func.value))
                         if func.attr in PREDICT_METHODS:
@@ -57,6 +60,9 @@ class _Names:
                                                else getattr(receiver, "id", ""))
                 elif isinstance(node, ast.Subscript) and isinstance(node.ctx, ast.Store):
                     self._written(node.value)  # self.cache[key] = x writes cache
+                    self._item(node, self.items_written)
+                elif isinstance(node, ast.Subscript):
+                    self._item(node, self.items_read)
                 elif isinstance(node, ast.Attribute):
                     (self.attr_stores if isinstance(node.ctx, ast.Store) else self.attr_loads).add(node.attr)
                 elif isinstance(node, ast.Name):
@@ -65,6 +71,12 @@ class _Names:
                     elif top_level:
                         self.name_stores.add(node.id)
         self.calls_source = not self.calls.isdisjoint(PREDICT_METHODS)
+
+    @staticmethod
+    def _item(node: ast.AST, into: Set[str]) -> None:
+        if isinstance(node, ast.Subscript) and isinstance(node.value, ast.Name) and \
+                isinstance(node.slice, ast.Constant) and isinstance(node.slice.value, str):
+            into.add(f"{node.value.id}[{node.slice.value!r}]")
 
     def _written(self, node: ast.AST) -> None:
         while isinstance(node, ast.Subscript):
@@ -116,6 +128,8 @@ def relevant(modules: Iterable[ModuleInfo]) -> Set[int]:
     attributes: Set[str] = set()  # written by relevant bodies
     receivers: Set[str] = set()  # what relevant bodies call predict on
     channels: Set[str] = set()  # queues relevant bodies put into
+    classes: Set[str] = set()  # classes with relevant methods
+    items: Set[str] = set()  # name['key'] written by relevant bodies
     globals_: Dict[str, Set[str]] = {}  # module path -> globals its relevant top level binds
     reached: Set[str] = set()  # names of the modules with relevant bodies
     reached_imports: Set[str] = set()  # what those modules import
@@ -134,7 +148,7 @@ def relevant(modules: Iterable[ModuleInfo]) -> Set[int]:
         return any(_same(module.name, i) for i in reached_imports)
 
     while True:
-        words = called | attributes | receivers | channels
+        words = called | attributes | receivers | channels | {i.split("[", 1)[0] for i in items}
         grew = False
         for module in modules:
             if module.path not in indexed:
@@ -150,7 +164,8 @@ def relevant(modules: Iterable[ModuleInfo]) -> Set[int]:
                     continue
                 consumer = info.calls_source or (
                     bool(info.calls & called or info.attr_loads & attributes or info.name_loads & local
-                         or info.gets & channels) and imports_reached(module))
+                         or info.gets & channels or info.name_loads & classes or info.items_read & items)
+                    and imports_reached(module))
                 if not consumer:
                     # what a relevant body calls predict on is stored here: analysed, for
                     # the kind it stores, but not a road for results
@@ -162,9 +177,13 @@ def relevant(modules: Iterable[ModuleInfo]) -> Set[int]:
                 found.add(id(node))
                 grew = True
                 called |= {n for n in (name, owner) if n and not n.startswith("__")}
+                if owner:
+                    # a body that names the class (``refiner: SamRefiner``) may call its instances
+                    classes.add(owner)
                 attributes |= info.attr_stores
                 receivers |= info.receivers
                 channels |= info.puts
+                items |= info.items_written
                 globals_.setdefault(module.path, set()).update(info.name_stores)
                 if module.name not in reached:
                     reached.add(module.name)

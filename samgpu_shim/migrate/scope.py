@@ -197,8 +197,28 @@ class BaseScope:
             # an object that holds a result: the object carries it too
             self.env[root.id] = self.lookup(root.id) | taint
 
+    def state_key(self, base: ast.AST, key: ast.AST) -> Optional[str]:
+        """``state['mask']`` for a parameter's item under a string key: a state dict
+        that callbacks hand each other, matched across functions by these names."""
+        if not (isinstance(base, ast.Name) and isinstance(key, ast.Constant) and isinstance(key.value, str)):
+            return None
+        func = self.func
+        if func is None or base.id not in func.params or (func.is_method and func.params[:1] == [base.id]):
+            return None
+        return f"{base.id}[{key.value!r}]"
+
+    def _note_state(self, name: str, taint: Taint, kind: Kind) -> None:
+        merged = K.join(self.p.keyed_kinds.get(name, K.EMPTY), kind)
+        if taint - self.p.keyed.get(name, CLEAN) or merged != self.p.keyed_kinds.get(name, K.EMPTY):
+            self.p.keyed[name] = self.p.keyed.get(name, CLEAN) | taint
+            self.p.keyed_kinds[name] = merged
+            self.p.changed = True
+
     def _bind_item(self, target: ast.Subscript, taint: Taint, kind: Kind) -> None:
         base, key = target.value, target.slice
+        shared = self.state_key(base, key)
+        if shared is not None and (taint or isinstance(kind, (Elements, Keys, Positions))):
+            self._note_state(shared, taint, kind)
         _, base_kind = self.eval(base, report=False)  # type: ignore[attr-defined]
         if base_kind == K.NUMPY or K.is_tensor(base_kind):
             return  # written into an array (a sink, reported) or a tensor: no new taint there
