@@ -101,7 +101,7 @@ def main(argv: List[str] | None = None) -> int:
     parser.add_argument("--host", action="store_true", help="numpy prompts (packed upload) instead of device tensors")
     parser.add_argument("--old", action="store_true", help="evict as before the fix")
     parser.add_argument("--history", action="store_true", help="record allocation stacks (slower)")
-    parser.add_argument("--gc-each", action="store_true", help="gc.collect() after each call (default: none until the end)")
+    parser.add_argument("--gc-each", action="store_true", help="gc.collect() after each call (default: at the end)")
     args = parser.parse_args(argv)
 
     import numpy as np
