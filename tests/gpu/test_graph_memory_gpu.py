@@ -51,6 +51,10 @@ def _live_pools():
     return dict(live)
 
 
+@pytest.mark.xfail(strict=True, reason=(
+    "issue #27, open: on the H200 (run 37) allocated memory still grows by about 24 MB per capture once the "
+    "cache evicts, outside the graphs' private pools, with or without the release on eviction "
+    "(docs/results/leak-probe-h200-run37-*.log); strict, so the fix shows as an XPASS failure"))
 @pytest.mark.parametrize("placement", ["device", "host"])  # the soak's device prompts; numpy ones
 def test_evicted_graphs_give_their_memory_back(graphs, placement):
     from segment_anything import SamPredictor
