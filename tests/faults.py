@@ -61,3 +61,24 @@ def memory_cap(device: torch.device, headroom_bytes: int = 0) -> Iterator[int]:
         yield cap
     finally:
         torch.cuda.set_per_process_memory_fraction(1.0, device)
+
+
+def take_cached(device: torch.device, nbytes: int, most: int = 4096) -> List[torch.Tensor]:
+    """Inside a :func:`memory_cap` block: blocks of ``nbytes`` taken from the
+    allocator's cache until none is left, so that the next allocation of that
+    size needs a new segment (and fails under the cap).
+
+    Whether an allocation needs a new segment depends on what the allocator
+    kept of earlier calls (a 100 MB segment split for a 25 MB tensor leaves 75
+    MB free in it that ``empty_cache`` cannot release): a test that needs a
+    given allocation to fail takes that free space first. Free the list to
+    give it back."""
+    taken: List[torch.Tensor] = []
+    for _ in range(most):
+        try:
+            taken.append(torch.empty(nbytes, dtype=torch.uint8, device=device))
+        except torch.OutOfMemoryError as exc:
+            exc.__traceback__ = None
+            break
+    return taken
+

@@ -221,6 +221,34 @@ def test_out_of_memory_is_a_503_for_that_request_and_the_replica_goes_on(replica
     assert [_compared(r) for r in replica.run([item, other])] == clean
 
 
+def test_out_of_memory_keeps_nothing_of_the_request_even_when_its_log_record_is_kept(replica, caplog):
+    # A handler that keeps records (here pytest's caplog; in production a
+    # MemoryHandler or an error reporter) must not keep the failed request's
+    # tensors through the exception's traceback: on the H200 that held the 4K
+    # frame and its float copy after each out-of-memory 503 (run 36).
+    import gc
+    import weakref
+
+    item = replica.parse(_body(FRAME))
+    seen = []
+
+    def remember(_module, inputs):
+        seen.append(weakref.ref(inputs[0]))  # the encoder's input: made inside set_image
+
+    handle = replica.predictor.model.image_encoder.register_forward_pre_hook(remember)
+    inject_fault(replica.predictor, "set_image", "oom", count=1)  # registered after: raises after remember ran
+    try:
+        with caplog.at_level(logging.WARNING, logger="serve.segmenter"):
+            failed = replica.run([item])[0]
+    finally:
+        handle.remove()
+    assert failed["status"] == 503
+    assert any("out of device memory in set_image" in r.getMessage() for r in caplog.records)
+    assert not [a for r in caplog.records for a in (r.args or ()) if isinstance(a, BaseException)]
+    gc.collect()
+    assert len(seen) == 1 and seen[0]() is None, "the failed request's tensors are still referenced"
+
+
 def test_a_device_error_makes_the_replica_ask_to_be_replaced(replica):
     item = replica.parse(_body(FRAME))
     inject_fault(replica.predictor, "predict", "device", count=1)

@@ -423,16 +423,22 @@ class Replica:
                 results[i] = self._error(exc.status, str(exc))
             except torch.OutOfMemoryError as exc:
                 # Nothing of this request is kept (current is None when set_image
-                # failed), so the memory it took is free again for the next one.
-                self._log.warning("out of device memory in %s: %s", step, exc)
+                # failed), so the memory it took is free again for the next one:
+                # the log record gets the message, not the exception, whose
+                # traceback's frames hold the request's tensors (its decoded
+                # frame, half of its set_image) for as long as a handler keeps
+                # the record (pytest's log capture, a MemoryHandler, an error
+                # reporter); and those frames are cleared all the same.
+                self._log.warning("out of device memory in %s: %s", step, str(exc))
                 results[i] = self._error(503, f"out of device memory in {step}; retry", retry=True)
+                traceback.clear_frames(exc.__traceback__)
             except (ValueError, AssertionError, TypeError) as exc:  # PromptError is both
                 results[i] = self._error(400, f"{type(exc).__name__}: {exc}")
             except Exception as exc:  # never let input take the replica down
                 current = None
                 if device_broken(exc):
                     self.broken = f"{type(exc).__name__} in {step}: {exc}"
-                    self._log.error("device error in %s; this replica asks to be replaced: %s", step, exc)
+                    self._log.error("device error in %s; this replica asks to be replaced: %s", step, str(exc))
                     results[i] = self._error(503, f"device error in {step}; retry", retry=True)
                 else:
                     self._log.exception("request failed in %s", step)

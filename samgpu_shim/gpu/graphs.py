@@ -114,13 +114,21 @@ class _PredictorGraphs:
         self.stream: Optional[torch.cuda.Stream] = None
         self.last: Optional[_Graph] = None
 
+    def drop_graphs(self) -> None:
+        """Every graph out of the cache, its memory given back (see :func:`_release`)."""
+        graphs = list(self.graphs.values())
+        self.graphs.clear()
+        for entry in graphs:
+            if entry is not _FAILED:
+                _release(self, entry)
+        self.last = None
+
     def refresh(self, live: Sequence[torch.Tensor]) -> List[torch.Tensor]:
         if len(self.features) != len(live) or not all(f.fits(t) for f, t in zip(self.features, live)):
             # A new layout (another model size, a batch of images): new buffers,
             # and the graphs that read the old ones are dropped.
             self.features = [_Feature(t) for t in live]
-            self.graphs.clear()
-            self.last = None
+            self.drop_graphs()
         for feature, tensor in zip(self.features, live):
             # Inference tensors (EfficientViT-SAM sets its image under
             # inference_mode) keep no version counter: those are copied on
@@ -235,13 +243,17 @@ def replay(predictor: Any, work: Work) -> Optional[Outputs]:
             for name, value in work.prompts.ready.items():
                 entry.ready[name].copy_(value)
         entry.graph.replay()
-        # Clones belong to the caller; the graph's own outputs are reused.
-        out = tuple(t.clone() for t in entry.outputs)
-        if state.event is None:
-            state.event = torch.cuda.Event()
-        state.event.record(stream)
-        state.stream = stream
-        state.last = entry
+        try:
+            # Clones belong to the caller; the graph's own outputs are reused.
+            out = tuple(t.clone() for t in entry.outputs)
+        finally:
+            # Recorded even when a clone fails (out of memory): the replay was
+            # launched, and the next one from another stream must wait for it.
+            if state.event is None:
+                state.event = torch.cuda.Event()
+            state.event.record(stream)
+            state.stream = stream
+            state.last = entry
         _counters["replays"] += 1
         return out
 
@@ -252,8 +264,35 @@ def _evict(state: _PredictorGraphs) -> None:
         for old_key, old in state.graphs.items():
             if old is not _FAILED:
                 del state.graphs[old_key]
+                _release(state, old)
                 _counters["evictions"] += 1
                 break
+
+
+def _release(state: _PredictorGraphs, entry: _Graph) -> None:
+    """Give an evicted graph's device memory back now, not when the last
+    reference to its entry happens to go.
+
+    Dropping the cache's reference is not enough: anything else that still
+    reaches the entry (``state.last``, a reference cycle waiting for a full
+    collection) keeps its CUDA graph, and with it the graph's private memory
+    pool and its static outputs, allocated. So the graph is reset (its
+    executable destroyed and its pool given back to the allocator) and the
+    entry lets go of its tensors: what is left of it holds no device memory.
+    Safe with a replay still in flight: the stream's queued work keeps
+    running, and the allocator hands a released pool's blocks to no one
+    before it synchronizes (``empty_cache``).
+    """
+    if state.last is entry:
+        state.last = None
+    graph = entry.graph
+    entry.graph = None
+    entry.outputs = ()
+    entry.packed = None
+    entry.ready = {}
+    entry.bytes = 0
+    if graph is not None:
+        graph.reset()
 
 
 def device_floor_ms(predictor: Any, replays: int = 200) -> List[float]:
@@ -300,6 +339,5 @@ def clear() -> None:
     with _registry_lock:
         for state in list(_states.values()):
             with state.lock:
-                state.graphs.clear()
+                state.drop_graphs()
                 state.features = []
-                state.last = None

@@ -14,7 +14,6 @@ CUDA.
 
 from __future__ import annotations
 
-import gc
 import io
 import logging
 import sys
@@ -22,7 +21,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from faults import memory_cap, settle
+from faults import memory_cap, settle, take_cached
 
 from prompts import PC, PL
 
@@ -151,9 +150,14 @@ def test_out_of_memory_around_a_replay(device, predictor, frame, graphs):
     held = _held(device)
     with memory_cap(device):
         # The replay itself allocates nothing; the caller's copies of its
-        # outputs (masks at 2160x3840) do.
+        # outputs (masks at 2160x3840, 25 MB) do. The allocator may serve that
+        # copy from free space it kept in a split segment (on the H200, run 36,
+        # it did, and nothing ran out): that space is taken first, so that the
+        # copy needs a new segment.
+        taken = take_cached(device, reference[0].numel() * reference[0].element_size())
         with pytest.raises(torch.OutOfMemoryError):
             predictor.predict(PC, PL)
+        del taken
     assert _held(device) == held
     _same(reference, predictor.predict(PC, PL))
     stats = shim.graph_stats()
@@ -250,15 +254,22 @@ def test_a_replica_answers_503_for_out_of_memory_and_keeps_serving(device, predi
         first = replica.run([item])[0]
         assert "error" not in first, first
         held = _held(device)
-        with memory_cap(device):
-            failed = replica.run([item])[0]
-        assert failed["status"] == 503 and failed["retry"] and "out of device memory" in failed["error"], failed
-        replica.check_health()  # out of memory is not a reason to be replaced
-        gc.collect()
-        again = replica.run([item])[0]
-        assert {k: again[k] for k in ("score", "area_px", "bbox_xyxy", "mask_rle")} == \
-            {k: first[k] for k in ("score", "area_px", "bbox_xyxy", "mask_rle")}
-        assert _held(device) == held
+        after = []
+        for _ in range(5):  # a request's leak grows with each round
+            with memory_cap(device):
+                failed = replica.run([item])[0]
+            assert failed["status"] == 503 and failed["retry"] and "out of device memory" in failed["error"], failed
+            replica.check_health()  # out of memory is not a reason to be replaced
+            again = replica.run([item])[0]
+            assert {k: again[k] for k in ("score", "area_px", "bbox_xyxy", "mask_rle")} == \
+                {k: first[k] for k in ("score", "area_px", "bbox_xyxy", "mask_rle")}
+            after.append(_held(device))
+        # Nothing of a failed request is kept (pytest keeps each log record: run
+        # 36 found the frame and its float copy held through the exception in
+        # one). A one-time allocation far smaller than the 25 MB frame may
+        # appear with the first failure; after it nothing may grow.
+        mb = [round((a - held) / 2**20, 2) for a in after]
+        assert after[0] - held <= 4 * 2**20 and len(set(after)) == 1, f"MB more than before, per round: {mb}"
     finally:
         kpi.removeHandler(replica.events)
         kpi.setLevel(level)
