@@ -129,6 +129,8 @@ class Expressions(BaseScope):
             vt, vk = self._eval(v)
             taint |= vt
             key = _constant_key(k) if k is not None else None
+            if vt and isinstance(k, ast.Constant) and isinstance(k.value, str):
+                self.note_result_key(k.value)
             if key is None:
                 keyed = False
             else:
@@ -215,10 +217,11 @@ class Expressions(BaseScope):
             return bk.any()
         if isinstance(bk, Elements):
             return bt, bk if isinstance(key, ast.Slice) else bk.kind
-        if bt and isinstance(key, ast.Constant) and isinstance(key.value, str) and (bk is None or K.is_tensor(bk)):
-            # No tensor (and no numpy result) takes a string index: the value read
-            # here is another producer's (a mask generator's dicts, a record), so
-            # this path holds no result.
+        if bt and isinstance(key, ast.Constant) and isinstance(key.value, str) and (bk is None or K.is_tensor(bk)) \
+                and key.value not in self.p.result_keys:
+            # No tensor takes a string index, and no result was stored under this
+            # key anywhere: the value read here is another producer's (a mask
+            # generator's dicts, a record), so this path holds no result.
             return CLEAN, None
         if bt and _negative_step(key) and K.is_tensor(bk):
             op = row("t[::-1]")

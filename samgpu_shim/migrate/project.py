@@ -50,6 +50,9 @@ class Project:
         # state dicts handed from callback to callback (Gradio's gr.State, a
         # session dict): ``state["mask"] = masks[0]`` in one function is read
         # as ``state["mask"]`` in another, matched by parameter name and key
+        # string keys a result was ever stored under ({"mask": masks[0]}, d["mask"] = m):
+        # a string index with another key reads some other producer's dict
+        self.result_keys: Set[str] = set()
         self.keyed: Dict[str, Taint] = {}
         self.keyed_kinds: Dict[str, Kind] = {}
         # the receiver of each predict call: (path, line, col) -> how it is known

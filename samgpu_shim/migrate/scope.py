@@ -214,8 +214,15 @@ class BaseScope:
             self.p.keyed_kinds[name] = merged
             self.p.changed = True
 
+    def note_result_key(self, key: str) -> None:
+        if key not in self.p.result_keys:
+            self.p.result_keys.add(key)
+            self.p.changed = True
+
     def _bind_item(self, target: ast.Subscript, taint: Taint, kind: Kind) -> None:
         base, key = target.value, target.slice
+        if taint and isinstance(key, ast.Constant) and isinstance(key.value, str):
+            self.note_result_key(key.value)
         shared = self.state_key(base, key)
         if shared is not None and (taint or isinstance(kind, (Elements, Keys, Positions))):
             self._note_state(shared, taint, kind)
