@@ -16,7 +16,6 @@ same measurement cannot disagree without one of them failing.
 from __future__ import annotations
 
 import re
-from pathlib import Path
 from typing import Dict, Iterator, List, Set, Tuple
 
 import docs_check as dc
@@ -459,21 +458,21 @@ def test_no_page_denies_graph_mode_to_a_family_that_has_it():
         assert not m, f"{name}: {m.group(0)!r}, but run 24 measured graph mode there"
 
 
-def test_audit_figures_count_the_corpus():
-    import sys
+def test_audit_figures_come_from_the_blind_results():
+    """The blind-batch table and the README's sentence show docs/results/audit-blind-cpu2.json."""
+    import json
 
-    sys.path.insert(0, str(ROOT / "tests"))
-    from audit_labels import expected
-
-    corpus = ROOT / "tests" / "audit_corpus"
-    labels = expected(corpus)
-    blind = {b: {x for x in labels if Path(x[0]).relative_to(corpus).parts[0] == b} for b in ("blind", "blind2")}
-    own = len(labels) - sum(len(v) for v in blind.values())
+    data = json.loads((ROOT / "docs" / "results" / "audit-blind-cpu2.json").read_text(encoding="utf-8"))
     migration = " ".join(dc.page("docs/migration.rst").split())
-    readme = " ".join(dc.page("README.md").split())
-    assert f"that is {own} labelled findings" in migration and f"**{own} of {own} found, no false alarm**" in migration
-    assert f"``blind/`` ({len(blind['blind'])} findings" in migration
-    assert f"``blind2/`` ({len(blind['blind2'])} findings" in migration
-    assert f"now holds all {len(labels)} findings ({own} + {len(labels) - own})" in migration
-    assert f"({own} labelled findings) the audit finds {own} of {own}" in readme
-    assert f"({len(labels) - own} findings more)" in readme and f"holds all {len(labels)}" in readme
+    first = {"a": "0565acb", "b": "0565acb", "c": "d615171"}
+    for batch, commit in first.items():
+        then, now = data["at"][commit][batch], data["now"][batch]
+        row = (f"{batch.upper()} {now['labelled']} {then['found']}, {then['false_alarms']} ({commit}) "
+               f"{now['found']}, {now['false_alarms']}")
+        assert row in migration, row
+    c = data["at"]["d615171"]["c"]
+    assert f"found {c['found']} of {c['labelled']} breaking lines at its first run, with {c['false_alarms']} false " \
+        "alarms" in " ".join(dc.page("README.md").split())
+    assert f"({c['found']} of {c['labelled']} at its first run), precision {round(100 * c['precision'])}%" in migration
+    old = data["at"]["9c99020"]
+    assert f"found {old['a']['found']}, {old['b']['found']} and {old['c']['found']} lines of A, B and C" in migration

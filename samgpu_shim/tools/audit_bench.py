@@ -126,7 +126,8 @@ def main(argv: Any = None) -> int:
         cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
     except (OSError, StopIteration):
         pass
-    result["machine"] = {"cpu": cpu or platform.processor(), "cores": os.cpu_count(), "python": platform.python_version()}
+    result["machine"] = {"cpu": cpu or platform.processor(), "cores": os.cpu_count(),
+                         "python": platform.python_version()}
     if args.out:
         Path(args.out).write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
     return 0
