@@ -715,9 +715,15 @@ class Orchestrator:
     def _record(self, frame: Frame, popped: float, marks: _Marks, started: float, packed: float, sent: float,
                 latency: float) -> None:
         host, device = marks.split()
-        stages = {"receive": (frame.arrived - frame.first_byte) * 1e3, "queue": (popped - frame.arrived) * 1e3}
+        # Contiguous by construction: the queue stage ends at the first mark and
+        # reply_pack starts at the last, so a thread switch between two stamps
+        # (the receiving thread holds the interpreter for up to a switch
+        # interval) lands in a stage instead of in no stage at all.
+        first = marks.host[0] if marks.host else popped
+        last = marks.host[-1] if marks.host else started
+        stages = {"receive": (frame.arrived - frame.first_byte) * 1e3, "queue": (first - frame.arrived) * 1e3}
         stages.update(host)
-        stages["reply_pack"] = (packed - started) * 1e3
+        stages["reply_pack"] = (packed - last) * 1e3
         stages["send"] = (sent - packed) * 1e3
         begin = frame.first_byte or frame.arrived
         gc_ms = sum(max(0.0, min(end, sent) - max(start, begin)) for start, end, _ in self.gc_pauses[-8:]) * 1e3
