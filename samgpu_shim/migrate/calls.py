@@ -26,6 +26,23 @@ from .operations import (
     row,
 )
 
+# Library functions that call their first argument with the rest and give its
+# result back (a thread pool's await): followed as the call itself.
+CALL_THROUGH = frozenset({"fastapi.concurrency.run_in_threadpool", "starlette.concurrency.run_in_threadpool",
+                          "asyncio.to_thread", "anyio.to_thread.run_sync"})
+
+
+def _through(node: ast.Call) -> ast.Call:
+    """``run_in_threadpool(f, a, k=v)`` as ``f(a, k=v)``, one node per call site."""
+    made = getattr(node, "_samgpu_through", None)
+    if made is None:
+        made = ast.Call(func=node.args[0], args=node.args[1:], keywords=node.keywords)
+        ast.copy_location(made, node)
+        made.end_lineno, made.end_col_offset = node.end_lineno, node.end_col_offset
+        node._samgpu_through = made  # type: ignore[attr-defined]
+    return made
+
+
 # (function to run, bound to its instance, class constructed, self context passed)
 Target = Tuple[Optional[FuncInfo], bool, Optional[ClassInfo], bool]
 
@@ -44,6 +61,8 @@ class Calls(LibraryCalls):
         qualified = self.qualify(func)
         if qualified and qualified.split(".")[0] == "samgpu_shim":  # the shim's own API, even when scanned
             return self.library_call(node, qualified, self._args(node), CLEAN)
+        if qualified in CALL_THROUGH and node.args and not isinstance(node.args[0], ast.Starred):
+            return self._call(_through(node))
         target = self._project_callable(func, recv_t, recv_k)
         if target is not None:
             return self._run_project(node, target)
@@ -92,7 +111,17 @@ class Calls(LibraryCalls):
                 return summary.ret, f"class:{cls.name}"
             return summary.ret, summary.ret_kind
         # a class without __init__: its constructor
-        taint = frozenset().union(*(t for _, t, _ in self._args(node))) if node.args or node.keywords else CLEAN
+        args = self._args(node)
+        taint = frozenset().union(*(t for _, t, _ in args)) if args else CLEAN
+        names = [*cls.field_order[:len(node.args)], *(kw.arg for kw in node.keywords)]  # type: ignore[union-attr]
+        for name, (_, t, k) in zip(names, args):
+            if name is None or len(node.args) > len(cls.field_order):  # type: ignore[union-attr]
+                continue
+            have_t, have_k = cls.fields.get(name, (CLEAN, K.EMPTY))  # type: ignore[union-attr]
+            merged = K.join(have_k, k)
+            if t - have_t or merged != have_k:
+                cls.fields[name] = (have_t | t, merged)  # type: ignore[union-attr]
+                self.p.changed = True
         return taint, f"class:{cls.name}"  # type: ignore[union-attr]
 
     def _args(self, node: ast.Call) -> Args:
@@ -230,6 +259,8 @@ class Calls(LibraryCalls):
                 return CLEAN, Elements((K.EMPTY,))
             return arg_taint, Elements((K.element(args[-1][2]),))
         if name in PASS_THROUGH_BUILTINS:
+            if name in ("next", "max", "min") and len(args) == 1 and isinstance(args[0][2], (Elements, Positions)):
+                return arg_taint, K.element(args[0][2])  # an element: max(segments, key=...)
             if name == "next" and args:
                 return arg_taint, K.element(args[0][2])
             return arg_taint, K.SCALAR if name in ("max", "min", "sum") and arg_taint else None

@@ -103,6 +103,12 @@ class Expressions(BaseScope):
             t, k = self._eval(node.value)
             self.bind(node.target, t, k)
             return t, k
+        if isinstance(node, (ast.Yield, ast.YieldFrom)):
+            t, k = self._eval(node.value) if node.value is not None else (CLEAN, None)
+            self.generator = True
+            self.yielded |= t
+            self.yielded_kind = K.join(self.yielded_kind, K.element(k) if isinstance(node, ast.YieldFrom) else k)
+            return CLEAN, None  # what send() passes in
         if isinstance(node, ast.Await):
             return self._eval(node.value)
         if isinstance(node, ast.JoinedStr):
@@ -163,7 +169,10 @@ class Expressions(BaseScope):
         if cls is not None:
             is_self = isinstance(base, ast.Name) and self.kind_of(base.id) == K.SELF
             if not is_self and node.attr not in cls.attrs and node.attr not in cls.attr_kinds:
-                # a field no method writes (a dataclass's): what the object was built with
+                # a field no method writes (a dataclass's): what it was built with
+                if node.attr in cls.fields and not any(f.name == "__init__" for f in cls.methods.values()):
+                    t, k = cls.fields[node.attr]
+                    return t, None if k == K.EMPTY else k
                 return self._eval(base)[0], None
             return self.self_attr(cls, node.attr, is_self)
         name = ".".join(reversed(_parts(node))) if _parts(node) else None

@@ -87,6 +87,11 @@ class ClassInfo:
         # attribute -> taint, and attribute -> kind, over every method
         self.attrs: Dict[str, Taint] = {}
         self.attr_kinds: Dict[str, object] = {}
+        # a class without __init__ (a dataclass, a NamedTuple): field -> (taint, kind)
+        # over every construction seen, keywords by name, positions in field order
+        self.fields: Dict[str, Tuple[FrozenSet[int], object]] = {}
+        self.field_order = [n.target.id for n in node.body
+                            if isinstance(n, ast.AnnAssign) and isinstance(n.target, ast.Name)]
         self._self_calls: Optional[Tuple[Set[str], Set[str]]] = None
 
     def _scan_self(self) -> Tuple[Set[str], Set[str]]:

@@ -33,6 +33,10 @@ class BaseScope:
         self.local_funcs: Dict[str, FuncInfo] = {}
         self.returned: Taint = CLEAN
         self.returned_kind: Kind = K.EMPTY
+        # a generator's yields: what iterating over its call gives
+        self.generator = False
+        self.yielded: Taint = CLEAN
+        self.yielded_kind: Kind = K.EMPTY
         self.silent = False
 
     # -- state -------------------------------------------------------------
