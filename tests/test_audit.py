@@ -503,3 +503,100 @@ def test_an_internal_error_skips_one_statement_not_the_project(tmp_path, monkeyp
     project, errors = scan([str(src)])
     assert [f.operation for f in project.findings.values()] == ["np.argmax()"]
     assert errors == [(f"{src}:4", "statement skipped, internal error (RecursionError: too deep); please report it")]
+
+
+# --- patterns from the blind batches (each case failed before its change) -------
+
+
+def test_a_generator_yields_results_to_its_loop():
+    assert _ops(
+        """
+        import numpy as np
+        from tqdm import tqdm
+        def track(predictor, frames):
+            for frame in frames:
+                masks, scores, _ = predictor.predict(box=None)
+                yield masks[0], float(scores[0])
+        def main(predictor, frames):
+            for mask, score in tqdm(track(predictor, frames)):
+                np.save("m.npy", mask)
+        """
+    ) == [(10, "np.save()")]
+
+
+def test_a_thread_pool_call_and_a_dataclass_field_are_followed():
+    assert _ops(
+        """
+        from dataclasses import dataclass
+        import numpy as np
+        from fastapi.concurrency import run_in_threadpool
+        @dataclass
+        class Segment:
+            mask: object
+            score: float
+        def run(predictor, box):
+            masks, scores, _ = predictor.predict(box=box)
+            return [Segment(mask=m, score=float(s)) for m, s in zip(masks, scores)]
+        async def endpoint(predictor, box):
+            segs = await run_in_threadpool(run, predictor, box)
+            best = max(segs, key=lambda s: s.score)
+            return round(best.score, 3), best.mask.astype(np.uint8)
+        """
+    ) == [(15, ".astype()")]
+
+
+def test_super_predict_reaches_the_base_engine():
+    assert _ops(
+        """
+        import numpy as np
+        from segment_anything import SamPredictor
+        class Engine:
+            def __init__(self, predictor: SamPredictor):
+                self.sam = predictor
+            def predict(self, box):
+                masks, scores, logits = self.sam.predict(box=box)
+                return {"masks": masks, "scores": scores}
+        class Cached(Engine):
+            def predict(self, box):
+                out = super().predict(box)
+                return np.argsort(-out["scores"])
+        """
+    ) == [(13, "np.argsort()")]
+
+
+def test_a_state_dict_handed_between_callbacks():
+    assert _ops(
+        """
+        import numpy as np
+        from PIL import Image
+        def on_click(state, predictor, pts):
+            masks, scores, logits = predictor.predict(point_coords=pts)
+            state["mask"] = masks[0]
+            state["image"] = np.zeros((4, 4))
+            return state
+        def export(state):
+            return Image.fromarray(state["mask"])
+        def cutout(state):
+            return (state["image"] * state["mask"][..., None]).astype(np.uint8)
+        """
+    ) == [(10, "Image.fromarray()"), (12, "ndarray * mask")]
+
+
+def test_other_producers_paths_and_rows_of_the_table():
+    assert _ops(
+        """
+        import numpy as np
+        class Layer:
+            def auto(self, generator, image):
+                self.masks = generator.generate(image)
+            def click(self, predictor, box):
+                masks, scores, _ = predictor.predict(box=box)
+                self.masks = [masks[0]]
+                self.path = "saved.npy"
+                return scores.argsort()[::-1], round(scores[0], 2)
+            def from_file(self, path):
+                self.masks = path
+            def areas(self):
+                return [int(a["area"]) for a in self.masks], np.load(self.masks)
+        """
+    ) == [(10, "round()"), (10, "t[::-1]")]

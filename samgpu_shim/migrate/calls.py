@@ -163,6 +163,15 @@ class Calls(LibraryCalls):
         if not isinstance(func, ast.Attribute):
             return None
         base = func.value
+        if isinstance(base, ast.Call) and isinstance(base.func, ast.Name) and base.func.id == "super" \
+                and self.cls is not None:
+            # super().predict(...): the first scanned base class's method, on this self
+            for name in self.cls.bases:
+                parent = self.p.class_by_name(name)
+                m = self.p.method(parent, func.attr) if parent is not None else None
+                if m is not None:
+                    return m, m.is_method, None, m.is_method
+            return None
         is_self = isinstance(base, ast.Name) and self.kind_of(base.id) == K.SELF
         cls = self.self_class(base) or (self.p.class_by_name(K.class_kind(base_k)) if K.class_kind(base_k) else None)
         if cls is not None:
@@ -259,7 +268,7 @@ class Calls(LibraryCalls):
                 return CLEAN, Elements((K.EMPTY,))
             return arg_taint, Elements((K.element(args[-1][2]),))
         if name in PASS_THROUGH_BUILTINS:
-            if name in ("next", "max", "min") and len(args) == 1 and isinstance(args[0][2], (Elements, Positions)):
+            if name in ("next", "max", "min") and len(node.args) == 1 and isinstance(args[0][2], (Elements, Positions)):
                 return arg_taint, K.element(args[0][2])  # an element: max(segments, key=...)
             if name == "next" and args:
                 return arg_taint, K.element(args[0][2])

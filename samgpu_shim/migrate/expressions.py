@@ -207,7 +207,8 @@ class Expressions(BaseScope):
         constant = _constant_key(key)
         shared = self.state_key(base, key)
         if shared is not None and shared in self.p.keyed and not (isinstance(bk, Keys) and bk.get(constant)):
-            return bt | self.p.keyed[shared], self.p.keyed_kinds.get(shared)
+            # the key's own values (the dict's other keys may hold results)
+            return self.p.keyed[shared], self.p.keyed_kinds.get(shared)
         if isinstance(bk, Positions):
             if isinstance(key, ast.Constant) and isinstance(key.value, int) and -len(bk) <= key.value < len(bk):
                 return bk[key.value]
@@ -302,6 +303,8 @@ class Expressions(BaseScope):
             left_t, left_k = ct, ck
         if any(isinstance(op, (ast.In, ast.NotIn, ast.Is, ast.IsNot)) for op in node.ops):
             return CLEAN, None
+        if not taint and kind == K.NUMPY:
+            return CLEAN, K.NUMPY  # cv2.imread(p) > 127: a boolean array
         return taint, K.MASK if taint else None
 
 

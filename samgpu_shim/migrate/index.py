@@ -87,6 +87,9 @@ class ClassInfo:
         # attribute -> taint, and attribute -> kind, over every method
         self.attrs: Dict[str, Taint] = {}
         self.attr_kinds: Dict[str, object] = {}
+        # attribute -> kind over the writers that store a result: what a reader that
+        # gets a result holds when a clean writer (a file's mask) disagrees
+        self.result_kinds: Dict[str, object] = {}
         # a class without __init__ (a dataclass, a NamedTuple): field -> (taint, kind)
         # over every construction seen, keywords by name, positions in field order
         self.fields: Dict[str, Tuple[FrozenSet[int], object]] = {}

@@ -127,6 +127,8 @@ def relevant(modules: Iterable[ModuleInfo]) -> Set[int]:
     called: Set[str] = set(PREDICT_METHODS)  # relevant functions, methods and classes, called by these names
     attributes: Set[str] = set()  # written by relevant bodies
     receivers: Set[str] = set()  # what relevant bodies call predict on
+    read: Set[str] = set()  # attributes relevant bodies (and what they call) read: their writers say what they hold
+    callees: Set[str] = set()  # what relevant bodies call, by name
     channels: Set[str] = set()  # queues relevant bodies put into
     classes: Set[str] = set()  # classes with relevant methods
     items: Set[str] = set()  # name['key'] written by relevant bodies
@@ -148,7 +150,7 @@ def relevant(modules: Iterable[ModuleInfo]) -> Set[int]:
         return any(_same(module.name, i) for i in reached_imports)
 
     while True:
-        words = called | attributes | receivers | channels | {i.split("[", 1)[0] for i in items}
+        words = called | attributes | receivers | channels | read | {i.split("[", 1)[0] for i in items}
         grew = False
         for module in modules:
             if module.path not in indexed:
@@ -164,12 +166,16 @@ def relevant(modules: Iterable[ModuleInfo]) -> Set[int]:
                     continue
                 consumer = info.calls_source or (
                     bool(info.calls & called or info.attr_loads & attributes or info.name_loads & local
-                         or info.gets & channels or info.name_loads & classes or info.items_read & items)
+                         or info.gets & channels or info.name_loads & (classes | called) or info.items_read & items)
                     and imports_reached(module))
                 if not consumer:
+                    if name in callees and info.attr_loads - read:
+                        # run when a relevant body calls it: what it reads is wanted too
+                        read |= info.attr_loads
+                        grew = True
                     # what a relevant body calls predict on is stored here: analysed, for
                     # the kind it stores, but not a road for results
-                    if (info.attr_stores | info.name_stores) & receivers and (
+                    if ((info.attr_stores | info.name_stores) & receivers or info.attr_stores & read) and (
                             imports_reached(module) or imported_by_reached(module)):
                         found.add(id(node))
                         grew = True
@@ -182,6 +188,8 @@ def relevant(modules: Iterable[ModuleInfo]) -> Set[int]:
                     classes.add(owner)
                 attributes |= info.attr_stores
                 receivers |= info.receivers
+                read |= info.attr_loads
+                callees |= info.calls
                 channels |= info.puts
                 items |= info.items_written
                 globals_.setdefault(module.path, set()).update(info.name_stores)

@@ -108,7 +108,10 @@ class BaseScope:
         if is_self and attr in self.context:
             return self.context[attr]
         kind = cls.attr_kinds.get(attr)
-        return cls.attrs.get(attr, CLEAN), None if kind == K.MIXED else kind
+        taint = cls.attrs.get(attr, CLEAN)
+        if kind == K.MIXED and taint and cls.result_kinds.get(attr, K.MIXED) != K.MIXED:
+            kind = cls.result_kinds[attr]  # a result, where it is one, is of this kind
+        return taint, None if kind == K.MIXED else kind
 
     def context_for_call(self) -> Context:
         """What this path knows of ``self``'s attributes, for a method it calls on ``self``."""
@@ -180,6 +183,13 @@ class BaseScope:
             if taint - cls.attrs.get(target.attr, CLEAN):
                 cls.attrs[target.attr] = cls.attrs.get(target.attr, CLEAN) | taint
                 self.p.changed = True
+            if taint and kind is not None:
+                had = cls.result_kinds.get(target.attr, K.EMPTY)
+                now = K.join(had, kind)
+                now = K.MIXED if now is None else now
+                if now != had:
+                    cls.result_kinds[target.attr] = now
+                    self.p.changed = True
             known = cls.attr_kinds.get(target.attr)
             if kind is not None and known != kind and known != K.MIXED:
                 # two writers that disagree: nothing is assumed of the attribute
@@ -228,7 +238,7 @@ class BaseScope:
         if taint and isinstance(key, ast.Constant) and isinstance(key.value, str):
             self.note_result_key(key.value)
         shared = self.state_key(base, key)
-        if shared is not None and (taint or isinstance(kind, (Elements, Keys, Positions))):
+        if shared is not None and (taint or kind is not None):
             self._note_state(shared, taint, kind)
         _, base_kind = self.eval(base, report=False)  # type: ignore[attr-defined]
         if base_kind == K.NUMPY or K.is_tensor(base_kind):
