@@ -464,15 +464,17 @@ def test_audit_figures_come_from_the_blind_results():
 
     data = json.loads((ROOT / "docs" / "results" / "audit-blind-cpu2.json").read_text(encoding="utf-8"))
     migration = " ".join(dc.page("docs/migration.rst").split())
-    first = {"a": "0565acb", "b": "0565acb", "c": "d615171"}
+    first = {"a": "0565acb", "b": "0565acb", "c": "d615171", "d": "e57918e"}
     for batch, commit in first.items():
         then, now = data["at"][commit][batch], data["now"][batch]
         row = (f"{batch.upper()} {now['labelled']} {then['found']}, {then['false_alarms']} ({commit}) "
                f"{now['found']}, {now['false_alarms']}")
         assert row in migration, row
-    c = data["at"]["d615171"]["c"]
-    assert f"found {c['found']} of {c['labelled']} breaking lines at its first run, with {c['false_alarms']} false " \
-        "alarms" in " ".join(dc.page("README.md").split())
+    c, d = data["at"]["d615171"]["c"], data["at"]["e57918e"]["d"]
+    assert f"found {d['found']} of {d['labelled']} breaking lines at its first run, with {d['false_alarms']} false " \
+        "alarm" in " ".join(dc.page("README.md").split())
     assert f"({c['found']} of {c['labelled']} at its first run), precision {round(100 * c['precision'])}%" in migration
+    assert f"{d['found']} of {d['labelled']} at its first run, precision {round(100 * d['precision'])}%" in migration
     old = data["at"]["9c99020"]
-    assert f"found {old['a']['found']}, {old['b']['found']} and {old['c']['found']} lines of A, B and C" in migration
+    assert f"found {old['a']['found']}, {old['b']['found']}, {old['c']['found']} and {old['d']['found']} lines " \
+        "of A, B, C and D" in migration
