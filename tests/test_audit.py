@@ -600,3 +600,42 @@ def test_other_producers_paths_and_rows_of_the_table():
                 return [int(a["area"]) for a in self.masks], np.load(self.masks)
         """
     ) == [(10, "round()"), (10, "t[::-1]")]
+
+
+def test_a_global_filled_by_a_callback_is_read_at_the_top_level():
+    assert _ops(
+        """
+        import numpy as np
+        state = {}
+        def on_click(event, sam, pts):
+            masks, scores, logits = sam.predict(point_coords=pts, point_labels=None)
+            state.update(masks=masks, scores=scores)
+        best = state["masks"][0]
+        np.save("best.npy", best)
+        """
+    ) == [(8, "np.save()")]
+
+
+def test_a_predictor_cache_and_a_pool_submission():
+    assert _ops(
+        """
+        import concurrent.futures as cf
+        import numpy as np
+        from segment_anything import SamPredictor
+        _CACHE = {}
+        def get(name):
+            if name not in _CACHE:
+                _CACHE[name] = SamPredictor(None)
+            return _CACHE[name]
+        def vectorize(mask):
+            return mask.astype(np.uint8)
+        def run(name, kw):
+            net = get(name)
+            _, scores, _ = net.predict(**kw)
+            with cf.ThreadPoolExecutor() as pool:
+                pool.submit(vectorize, scores)
+            return json_ok(scores)
+        def json_ok(s):
+            return float(s.max())
+        """
+    ) == [(11, ".astype()")]

@@ -12,7 +12,7 @@ from .expressions import Value
 from .index import ClassInfo, FuncInfo
 from .kinds import CLEAN, Elements, Keys, Kind, Positions
 from .library_calls import Args, LibraryCalls
-from .names import Taint, as_numpy_kw, last_name
+from .names import Taint, as_numpy_kw, last_name, words
 from .operations import (
     CHANNEL_GET,
     CHANNEL_PUT,
@@ -208,6 +208,21 @@ class Calls(LibraryCalls):
         cls = self.p.class_by_name(K.class_kind(recv_k)) if K.class_kind(recv_k) else None
         if cls is not None and attr in MODULE_RETURNS_SELF and self.p.is_module_class(cls):
             return CLEAN, recv_k  # head = Head().eval()
+        if attr == "submit" and node.args and not isinstance(node.args[0], ast.Starred) and \
+                words(last_name(func.value)) & {"pool", "executor", "ex", "workers", "threads"}:
+            # pool.submit(fn, *args): fn runs with these arguments (its result is a Future)
+            self._call(_through(node))
+            return CLEAN, None
+        if attr == "update" and node.keywords and not node.args and (recv_k is None or isinstance(recv_k, Keys)):
+            # d.update(masks=m, scores=s): one key per keyword
+            keys = recv_k if isinstance(recv_k, Keys) else Keys(())
+            for kw, (_, t, k) in zip(node.keywords, args):
+                if kw.arg is not None:
+                    keys = keys.set(repr(kw.arg), t, k)
+                    if t:
+                        self.note_result_key(kw.arg)
+            self.bind_into(func.value, arg_taint, None, replace=keys)
+            return CLEAN, None
         if attr in CONTAINER_ADDERS and not K.is_tensor(recv_k) and recv_k != K.NUMPY:
             value = args[-1] if args else None
             if value is not None and (value[1] or isinstance(recv_k, Elements)):

@@ -41,7 +41,7 @@ class Expressions(BaseScope):
 
     def _eval(self, node: ast.AST) -> Value:
         if isinstance(node, ast.Name):
-            taint, kind = self.lookup(node.id), self.kind_of(node.id)
+            taint, kind = self.mutated(node.id, self.lookup(node.id), self.kind_of(node.id))
             if kind is None and not taint and "predictor" in words(node.id):
                 # ``self.p = predictor``: the attribute is a predictor too
                 kind = K.PREDICTOR

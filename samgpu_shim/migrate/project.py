@@ -53,6 +53,9 @@ class Project:
         # string keys a result was ever stored under ({"mask": masks[0]}, d["mask"] = m):
         # a string index with another key reads some other producer's dict
         self.result_keys: Set[str] = set()
+        # module globals that functions fill in place (a notebook's ``state.update(...)``
+        # in a callback, read by later cells): (module path, name) -> (taint, kind)
+        self.mutated: Dict[Tuple[str, str], Tuple[Taint, Kind]] = {}
         self.keyed: Dict[str, Taint] = {}
         self.keyed_kinds: Dict[str, Kind] = {}
         # the receiver of each predict call: (path, line, col) -> how it is known

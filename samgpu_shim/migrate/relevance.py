@@ -38,6 +38,7 @@ class _Names:
         self.gets: Set[str] = set()
         self.items_written: Set[str] = set()  # name['key'] written (a state dict callbacks share)
         self.items_read: Set[str] = set()
+        self.filled: Set[str] = set()  # containers filled in place by name (a global dict, a list)
         self.top_level = top_level
         for top in nodes:
             for node in ast.walk(top):
@@ -49,6 +50,8 @@ class _Names:
                         self.calls.add(func.attr)
                         if func.attr in CONTAINER_ADDERS:  # self.history.append(x) writes history
                             self._written(func.value)
+                            if isinstance(func.value, ast.Name):  # state.update(...) on a global, in place
+                                self.filled.add(func.value.id)
                             self._item(func.value, self.items_written)
                         if func.attr in CHANNEL_PUT or func.attr in CHANNEL_GET:
                             (self.puts if func.attr in CHANNEL_PUT else self.gets).add(last_name(func.value))
@@ -132,6 +135,7 @@ def relevant(modules: Iterable[ModuleInfo]) -> Set[int]:
     channels: Set[str] = set()  # queues relevant bodies put into
     classes: Set[str] = set()  # classes with relevant methods
     items: Set[str] = set()  # name['key'] written by relevant bodies
+    filled: Set[str] = set()  # containers relevant bodies fill in place, by name
     globals_: Dict[str, Set[str]] = {}  # module path -> globals its relevant top level binds
     reached: Set[str] = set()  # names of the modules with relevant bodies
     reached_imports: Set[str] = set()  # what those modules import
@@ -166,7 +170,8 @@ def relevant(modules: Iterable[ModuleInfo]) -> Set[int]:
                     continue
                 consumer = info.calls_source or (
                     bool(info.calls & called or info.attr_loads & attributes or info.name_loads & local
-                         or info.gets & channels or info.name_loads & (classes | called) or info.items_read & items)
+                         or info.gets & channels or info.name_loads & (classes | called | filled)
+                         or info.items_read & items)
                     and imports_reached(module))
                 if not consumer:
                     if name in callees and info.attr_loads - read:
@@ -192,6 +197,7 @@ def relevant(modules: Iterable[ModuleInfo]) -> Set[int]:
                 callees |= info.calls
                 channels |= info.puts
                 items |= info.items_written
+                filled |= info.filled
                 globals_.setdefault(module.path, set()).update(info.name_stores)
                 if module.name not in reached:
                     reached.add(module.name)
