@@ -639,3 +639,35 @@ def test_a_predictor_cache_and_a_pool_submission():
             return float(s.max())
         """
     ) == [(11, ".astype()")]
+
+
+def test_callbacks_properties_items_and_dispatch_tables():
+    assert _ops(
+        """
+        import numpy as np
+        from segment_anything import SamPredictor
+        def _png(mask):
+            return mask.astype(np.uint8)
+        def _bits(mask):
+            return np.packbits(mask)
+        ENCODERS = {"png": _png, "bits": _bits}
+        class Tool:
+            def __init__(self, button, sam: SamPredictor):
+                self.sam = sam
+                self.history = []
+                button.bind(lambda e: self.click(e.x))
+            def click(self, pts):
+                masks, scores, _ = self.sam.predict(point_coords=pts)
+                self.history.append(masks)
+            @property
+            def current(self):
+                return self.history[-1][0]
+            def __getitem__(self, i):
+                return self.history[i]
+            def save(self, fmt):
+                ENCODERS[fmt](self.current)
+                return np.stack([self[i] for i in range(3)])
+        def to_numpy(x):
+            return x.cpu().numpy() if hasattr(x, "cpu") else np.asarray(x)
+        """
+    ) == [(5, ".astype()"), (7, "np.packbits()"), (24, "np.stack()")]

@@ -43,6 +43,19 @@ def _through(node: ast.Call) -> ast.Call:
     return made
 
 
+def _dispatch(node: ast.Call, i: int, name: str) -> ast.Call:
+    """``table[key](args)`` as ``name(args)`` for the table's i-th function, one node per site."""
+    made = getattr(node, "_samgpu_dispatch", None)
+    if made is None:
+        made = node._samgpu_dispatch = {}  # type: ignore[attr-defined]
+    if i not in made:
+        func = ast.copy_location(ast.Name(id=name, ctx=ast.Load()), node)
+        call = ast.copy_location(ast.Call(func=func, args=node.args, keywords=node.keywords), node)
+        call.end_lineno, call.end_col_offset = node.end_lineno, node.end_col_offset
+        made[i] = call
+    return made[i]
+
+
 # (function to run, bound to its instance, class constructed, self context passed)
 Target = Tuple[Optional[FuncInfo], bool, Optional[ClassInfo], bool]
 
@@ -63,6 +76,14 @@ class Calls(LibraryCalls):
             return self.library_call(node, qualified, self._args(node), CLEAN)
         if qualified in CALL_THROUGH and node.args and not isinstance(node.args[0], ast.Starred):
             return self._call(_through(node))
+        if isinstance(func, ast.Subscript) and isinstance(func.value, ast.Name):
+            table = self._function_table(func.value.id)
+            if table:  # ENCODERS[fmt](mask): each function of the table may run
+                taint, kind = CLEAN, K.EMPTY
+                for i, name in enumerate(table):
+                    t, k = self._call(_dispatch(node, i, name))
+                    taint, kind = taint | t, K.join(kind, k)
+                return taint, None if kind == K.EMPTY else kind
         target = self._project_callable(func, recv_t, recv_k)
         if target is not None:
             return self._run_project(node, target)
@@ -92,6 +113,20 @@ class Calls(LibraryCalls):
         if isinstance(func, ast.Name):
             return self._name_call(node, func.id, args, arg_taint)
         return CLEAN, None
+
+    def _function_table(self, name: str) -> list:
+        """The functions of a module-level dict literal of names (a dispatch
+        table), when each names a function of this module; else []."""
+        if self.local(name) and name not in self.m.global_kinds:
+            return []
+        for stmt in self.m.tree.body:
+            value = stmt.value if isinstance(stmt, (ast.Assign, ast.AnnAssign)) else None
+            targets = stmt.targets if isinstance(stmt, ast.Assign) else [getattr(stmt, "target", None)]
+            if isinstance(value, ast.Dict) and any(isinstance(t, ast.Name) and t.id == name for t in targets):
+                names = [v.id for v in value.values if isinstance(v, ast.Name)]
+                if names and len(names) == len(value.values) and all(self.p.function(self.m, n) for n in names):
+                    return names
+        return []
 
     def _constructed(self, qualified: str) -> Optional[Value]:
         """A patched predictor made by its class, ``from_pretrained`` or a builder."""

@@ -108,6 +108,12 @@ class ClassInfo:
             for node in ast.walk(method.node):
                 if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
                     calls.add(id(node.func))
+            # a call inside a lambda or a nested def runs later, from elsewhere (a
+            # GUI callback: lambda e: self.click(...)): the method is handed out
+            for inner in ast.walk(method.node):
+                if isinstance(inner, (ast.Lambda, ast.FunctionDef, ast.AsyncFunctionDef)) and inner is not method.node:
+                    for node in ast.walk(inner):
+                        calls.discard(id(node))
             for node in ast.walk(method.node):
                 if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == me:
                     (called if id(node) in calls else referenced).add(node.attr)

@@ -169,7 +169,7 @@ def relevant(modules: Iterable[ModuleInfo]) -> Set[int]:
                 if id(node) in found:
                     continue
                 consumer = info.calls_source or (
-                    bool(info.calls & called or info.attr_loads & attributes or info.name_loads & local
+                    bool(info.calls & called or info.attr_loads & (attributes | called) or info.name_loads & local
                          or info.gets & channels or info.name_loads & (classes | called | filled)
                          or info.items_read & items)
                     and imports_reached(module))
