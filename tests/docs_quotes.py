@@ -1229,7 +1229,19 @@ add(
         source="audit-blind-cpu2.json",
     )
 )
-NOT_MEASUREMENTS += [(r"targets of 90% recall and 95%\s+precision", "the issue's targets")]
+add(
+    quote(
+        MIGRATION,
+        "{} of {} at its first run, precision {}%; tuned against D too, it met E: {} of {} at its first run, "
+        "precision {}%",
+        BLIND["at"]["e57918e"]["d"]["found"], BLIND["at"]["e57918e"]["d"]["labelled"],
+        round(100 * BLIND["at"]["e57918e"]["d"]["precision"]),
+        BLIND["at"]["bc4a68d"]["e"]["found"], BLIND["at"]["bc4a68d"]["e"]["labelled"],
+        round(100 * BLIND["at"]["bc4a68d"]["e"]["precision"]),
+        source="audit-blind-cpu2.json",
+    )
+)
+NOT_MEASUREMENTS += [(r"target of 90% recall|precision target of 95%", "the issue's targets")]
 
 SIZES = load("sizes-cpu2.json")
 add(

@@ -503,3 +503,171 @@ def test_an_internal_error_skips_one_statement_not_the_project(tmp_path, monkeyp
     project, errors = scan([str(src)])
     assert [f.operation for f in project.findings.values()] == ["np.argmax()"]
     assert errors == [(f"{src}:4", "statement skipped, internal error (RecursionError: too deep); please report it")]
+
+
+# --- patterns from the blind batches (each case failed before its change) -------
+
+
+def test_a_generator_yields_results_to_its_loop():
+    assert _ops(
+        """
+        import numpy as np
+        from tqdm import tqdm
+        def track(predictor, frames):
+            for frame in frames:
+                masks, scores, _ = predictor.predict(box=None)
+                yield masks[0], float(scores[0])
+        def main(predictor, frames):
+            for mask, score in tqdm(track(predictor, frames)):
+                np.save("m.npy", mask)
+        """
+    ) == [(10, "np.save()")]
+
+
+def test_a_thread_pool_call_and_a_dataclass_field_are_followed():
+    assert _ops(
+        """
+        from dataclasses import dataclass
+        import numpy as np
+        from fastapi.concurrency import run_in_threadpool
+        @dataclass
+        class Segment:
+            mask: object
+            score: float
+        def run(predictor, box):
+            masks, scores, _ = predictor.predict(box=box)
+            return [Segment(mask=m, score=float(s)) for m, s in zip(masks, scores)]
+        async def endpoint(predictor, box):
+            segs = await run_in_threadpool(run, predictor, box)
+            best = max(segs, key=lambda s: s.score)
+            return round(best.score, 3), best.mask.astype(np.uint8)
+        """
+    ) == [(15, ".astype()")]
+
+
+def test_super_predict_reaches_the_base_engine():
+    assert _ops(
+        """
+        import numpy as np
+        from segment_anything import SamPredictor
+        class Engine:
+            def __init__(self, predictor: SamPredictor):
+                self.sam = predictor
+            def predict(self, box):
+                masks, scores, logits = self.sam.predict(box=box)
+                return {"masks": masks, "scores": scores}
+        class Cached(Engine):
+            def predict(self, box):
+                out = super().predict(box)
+                return np.argsort(-out["scores"])
+        """
+    ) == [(13, "np.argsort()")]
+
+
+def test_a_state_dict_handed_between_callbacks():
+    assert _ops(
+        """
+        import numpy as np
+        from PIL import Image
+        def on_click(state, predictor, pts):
+            masks, scores, logits = predictor.predict(point_coords=pts)
+            state["mask"] = masks[0]
+            state["image"] = np.zeros((4, 4))
+            return state
+        def export(state):
+            return Image.fromarray(state["mask"])
+        def cutout(state):
+            return (state["image"] * state["mask"][..., None]).astype(np.uint8)
+        """
+    ) == [(10, "Image.fromarray()"), (12, "ndarray * mask")]
+
+
+def test_other_producers_paths_and_rows_of_the_table():
+    assert _ops(
+        """
+        import numpy as np
+        class Layer:
+            def auto(self, generator, image):
+                self.masks = generator.generate(image)
+            def click(self, predictor, box):
+                masks, scores, _ = predictor.predict(box=box)
+                self.masks = [masks[0]]
+                self.path = "saved.npy"
+                return scores.argsort()[::-1], round(scores[0], 2)
+            def from_file(self, path):
+                self.masks = path
+            def areas(self):
+                return [int(a["area"]) for a in self.masks], np.load(self.masks)
+        """
+    ) == [(10, "round()"), (10, "t[::-1]")]
+
+
+def test_a_global_filled_by_a_callback_is_read_at_the_top_level():
+    assert _ops(
+        """
+        import numpy as np
+        state = {}
+        def on_click(event, sam, pts):
+            masks, scores, logits = sam.predict(point_coords=pts, point_labels=None)
+            state.update(masks=masks, scores=scores)
+        best = state["masks"][0]
+        np.save("best.npy", best)
+        """
+    ) == [(8, "np.save()")]
+
+
+def test_a_predictor_cache_and_a_pool_submission():
+    assert _ops(
+        """
+        import concurrent.futures as cf
+        import numpy as np
+        from segment_anything import SamPredictor
+        _CACHE = {}
+        def get(name):
+            if name not in _CACHE:
+                _CACHE[name] = SamPredictor(None)
+            return _CACHE[name]
+        def vectorize(mask):
+            return mask.astype(np.uint8)
+        def run(name, kw):
+            net = get(name)
+            _, scores, _ = net.predict(**kw)
+            with cf.ThreadPoolExecutor() as pool:
+                pool.submit(vectorize, scores)
+            return json_ok(scores)
+        def json_ok(s):
+            return float(s.max())
+        """
+    ) == [(11, ".astype()")]
+
+
+def test_callbacks_properties_items_and_dispatch_tables():
+    assert _ops(
+        """
+        import numpy as np
+        from segment_anything import SamPredictor
+        def _png(mask):
+            return mask.astype(np.uint8)
+        def _bits(mask):
+            return np.packbits(mask)
+        ENCODERS = {"png": _png, "bits": _bits}
+        class Tool:
+            def __init__(self, button, sam: SamPredictor):
+                self.sam = sam
+                self.history = []
+                button.bind(lambda e: self.click(e.x))
+            def click(self, pts):
+                masks, scores, _ = self.sam.predict(point_coords=pts)
+                self.history.append(masks)
+            @property
+            def current(self):
+                return self.history[-1][0]
+            def __getitem__(self, i):
+                return self.history[i]
+            def save(self, fmt):
+                ENCODERS[fmt](self.current)
+                return np.stack([self[i] for i in range(3)])
+        def to_numpy(x):
+            return x.cpu().numpy() if hasattr(x, "cpu") else np.asarray(x)
+        """
+    ) == [(5, ".astype()"), (7, "np.packbits()"), (24, "np.stack()")]

@@ -154,17 +154,15 @@ def test_a_model_the_checkpoint_does_not_hold_is_one_line(files, capsys):
     assert "a checkpoint's family has no model vit_x" in capsys.readouterr().err
 
 
-def test_segment_end_to_end(files, tmp_path):
+def test_segment_end_to_end(files, tmp_path, capsys):
     """The command as a user runs it: a checkpoint, a photo, one point; an overlay and both timings."""
     out, report = tmp_path / "overlay.png", tmp_path / "r.json"
-    proc = subprocess.run(
-        [sys.executable, "-m", "samgpu_shim", "segment", files["photo"], "--point", "64,48", "--checkpoint",
-         files["sam"], "--device", "cpu", "--calls", "2", "--out", str(out), "--json", str(report)],
-        capture_output=True, text=True, timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stderr.startswith("samgpu-shim segment: ") and "Traceback" not in proc.stderr
-    assert "RANDOM WEIGHTS" not in proc.stdout and "identical to upstream" in proc.stdout
+    argv = ["segment", files["photo"], "--point", "64,48", "--checkpoint", files["sam"], "--device", "cpu",
+            "--calls", "2", "--out", str(out), "--json", str(report)]
+    assert cli.main(argv) == 0
+    proc = capsys.readouterr()
+    assert proc.err.startswith("samgpu-shim segment: ") and "Traceback" not in proc.err
+    assert "RANDOM WEIGHTS" not in proc.out and "identical to upstream" in proc.out
     data = json.loads(report.read_text())
     assert data["identical_to_upstream"] is True and data["model"] == "tiny"
     rows = {r["path"]: r for r in data["rows"]}

@@ -12,7 +12,7 @@ from .expressions import Value
 from .index import ClassInfo, FuncInfo
 from .kinds import CLEAN, Elements, Keys, Kind, Positions
 from .library_calls import Args, LibraryCalls
-from .names import Taint, as_numpy_kw, last_name
+from .names import Taint, as_numpy_kw, last_name, words
 from .operations import (
     CHANNEL_GET,
     CHANNEL_PUT,
@@ -25,6 +25,36 @@ from .operations import (
     effect,
     row,
 )
+
+# Library functions that call their first argument with the rest and give its
+# result back (a thread pool's await): followed as the call itself.
+CALL_THROUGH = frozenset({"fastapi.concurrency.run_in_threadpool", "starlette.concurrency.run_in_threadpool",
+                          "asyncio.to_thread", "anyio.to_thread.run_sync"})
+
+
+def _through(node: ast.Call) -> ast.Call:
+    """``run_in_threadpool(f, a, k=v)`` as ``f(a, k=v)``, one node per call site."""
+    made = getattr(node, "_samgpu_through", None)
+    if made is None:
+        made = ast.Call(func=node.args[0], args=node.args[1:], keywords=node.keywords)
+        ast.copy_location(made, node)
+        made.end_lineno, made.end_col_offset = node.end_lineno, node.end_col_offset
+        node._samgpu_through = made  # type: ignore[attr-defined]
+    return made
+
+
+def _dispatch(node: ast.Call, i: int, name: str) -> ast.Call:
+    """``table[key](args)`` as ``name(args)`` for the table's i-th function, one node per site."""
+    made = getattr(node, "_samgpu_dispatch", None)
+    if made is None:
+        made = node._samgpu_dispatch = {}  # type: ignore[attr-defined]
+    if i not in made:
+        func = ast.copy_location(ast.Name(id=name, ctx=ast.Load()), node)
+        call = ast.copy_location(ast.Call(func=func, args=node.args, keywords=node.keywords), node)
+        call.end_lineno, call.end_col_offset = node.end_lineno, node.end_col_offset
+        made[i] = call
+    return made[i]
+
 
 # (function to run, bound to its instance, class constructed, self context passed)
 Target = Tuple[Optional[FuncInfo], bool, Optional[ClassInfo], bool]
@@ -44,6 +74,16 @@ class Calls(LibraryCalls):
         qualified = self.qualify(func)
         if qualified and qualified.split(".")[0] == "samgpu_shim":  # the shim's own API, even when scanned
             return self.library_call(node, qualified, self._args(node), CLEAN)
+        if qualified in CALL_THROUGH and node.args and not isinstance(node.args[0], ast.Starred):
+            return self._call(_through(node))
+        if isinstance(func, ast.Subscript) and isinstance(func.value, ast.Name):
+            table = self._function_table(func.value.id)
+            if table:  # ENCODERS[fmt](mask): each function of the table may run
+                taint, kind = CLEAN, K.EMPTY
+                for i, name in enumerate(table):
+                    t, k = self._call(_dispatch(node, i, name))
+                    taint, kind = taint | t, K.join(kind, k)
+                return taint, None if kind == K.EMPTY else kind
         target = self._project_callable(func, recv_t, recv_k)
         if target is not None:
             return self._run_project(node, target)
@@ -74,6 +114,20 @@ class Calls(LibraryCalls):
             return self._name_call(node, func.id, args, arg_taint)
         return CLEAN, None
 
+    def _function_table(self, name: str) -> list:
+        """The functions of a module-level dict literal of names (a dispatch
+        table), when each names a function of this module; else []."""
+        if self.local(name) and name not in self.m.global_kinds:
+            return []
+        for stmt in self.m.tree.body:
+            value = stmt.value if isinstance(stmt, (ast.Assign, ast.AnnAssign)) else None
+            targets = stmt.targets if isinstance(stmt, ast.Assign) else [getattr(stmt, "target", None)]
+            if isinstance(value, ast.Dict) and any(isinstance(t, ast.Name) and t.id == name for t in targets):
+                names = [v.id for v in value.values if isinstance(v, ast.Name)]
+                if names and len(names) == len(value.values) and all(self.p.function(self.m, n) for n in names):
+                    return names
+        return []
+
     def _constructed(self, qualified: str) -> Optional[Value]:
         """A patched predictor made by its class, ``from_pretrained`` or a builder."""
         made = REGISTRY.patched_class(qualified) or REGISTRY.builder(qualified)
@@ -92,7 +146,17 @@ class Calls(LibraryCalls):
                 return summary.ret, f"class:{cls.name}"
             return summary.ret, summary.ret_kind
         # a class without __init__: its constructor
-        taint = frozenset().union(*(t for _, t, _ in self._args(node))) if node.args or node.keywords else CLEAN
+        args = self._args(node)
+        taint = frozenset().union(*(t for _, t, _ in args)) if args else CLEAN
+        names = [*cls.field_order[:len(node.args)], *(kw.arg for kw in node.keywords)]  # type: ignore[union-attr]
+        for name, (_, t, k) in zip(names, args):
+            if name is None or len(node.args) > len(cls.field_order):  # type: ignore[union-attr]
+                continue
+            have_t, have_k = cls.fields.get(name, (CLEAN, K.EMPTY))  # type: ignore[union-attr]
+            merged = K.join(have_k, k)
+            if t - have_t or merged != have_k:
+                cls.fields[name] = (have_t | t, merged)  # type: ignore[union-attr]
+                self.p.changed = True
         return taint, f"class:{cls.name}"  # type: ignore[union-attr]
 
     def _args(self, node: ast.Call) -> Args:
@@ -134,6 +198,15 @@ class Calls(LibraryCalls):
         if not isinstance(func, ast.Attribute):
             return None
         base = func.value
+        if isinstance(base, ast.Call) and isinstance(base.func, ast.Name) and base.func.id == "super" \
+                and self.cls is not None:
+            # super().predict(...): the first scanned base class's method, on this self
+            for name in self.cls.bases:
+                parent = self.p.class_by_name(name)
+                m = self.p.method(parent, func.attr) if parent is not None else None
+                if m is not None:
+                    return m, m.is_method, None, m.is_method
+            return None
         is_self = isinstance(base, ast.Name) and self.kind_of(base.id) == K.SELF
         cls = self.self_class(base) or (self.p.class_by_name(K.class_kind(base_k)) if K.class_kind(base_k) else None)
         if cls is not None:
@@ -170,6 +243,21 @@ class Calls(LibraryCalls):
         cls = self.p.class_by_name(K.class_kind(recv_k)) if K.class_kind(recv_k) else None
         if cls is not None and attr in MODULE_RETURNS_SELF and self.p.is_module_class(cls):
             return CLEAN, recv_k  # head = Head().eval()
+        if attr == "submit" and node.args and not isinstance(node.args[0], ast.Starred) and \
+                words(last_name(func.value)) & {"pool", "executor", "ex", "workers", "threads"}:
+            # pool.submit(fn, *args): fn runs with these arguments (its result is a Future)
+            self._call(_through(node))
+            return CLEAN, None
+        if attr == "update" and node.keywords and not node.args and (recv_k is None or isinstance(recv_k, Keys)):
+            # d.update(masks=m, scores=s): one key per keyword
+            keys = recv_k if isinstance(recv_k, Keys) else Keys(())
+            for kw, (_, t, k) in zip(node.keywords, args):
+                if kw.arg is not None:
+                    keys = keys.set(repr(kw.arg), t, k)
+                    if t:
+                        self.note_result_key(kw.arg)
+            self.bind_into(func.value, arg_taint, None, replace=keys)
+            return CLEAN, None
         if attr in CONTAINER_ADDERS and not K.is_tensor(recv_k) and recv_k != K.NUMPY:
             value = args[-1] if args else None
             if value is not None and (value[1] or isinstance(recv_k, Elements)):
@@ -230,6 +318,8 @@ class Calls(LibraryCalls):
                 return CLEAN, Elements((K.EMPTY,))
             return arg_taint, Elements((K.element(args[-1][2]),))
         if name in PASS_THROUGH_BUILTINS:
+            if name in ("next", "max", "min") and len(node.args) == 1 and isinstance(args[0][2], (Elements, Positions)):
+                return arg_taint, K.element(args[0][2])  # an element: max(segments, key=...)
             if name == "next" and args:
                 return arg_taint, K.element(args[0][2])
             return arg_taint, K.SCALAR if name in ("max", "min", "sum") and arg_taint else None

@@ -36,12 +36,26 @@ class Expressions(BaseScope):
         finally:
             self.silent = False
 
+    def _eval_clearing(self, node: ast.AST, name: Optional[str]) -> Value:
+        """The value of ``node`` with ``name`` known to hold no result there."""
+        if name is None or name not in self.env:
+            return self._eval(node)
+        saved = self.env[name]
+        self.env[name] = CLEAN
+        try:
+            return self._eval(node)
+        finally:
+            self.env[name] = saved
+
     def _call(self, node: ast.Call) -> Value:  # calls.py
+        raise NotImplementedError
+
+    def _run_project(self, node: ast.Call, target: object) -> Value:  # calls.py
         raise NotImplementedError
 
     def _eval(self, node: ast.AST) -> Value:
         if isinstance(node, ast.Name):
-            taint, kind = self.lookup(node.id), self.kind_of(node.id)
+            taint, kind = self.mutated(node.id, self.lookup(node.id), self.kind_of(node.id))
             if kind is None and not taint and "predictor" in words(node.id):
                 # ``self.p = predictor``: the attribute is a predictor too
                 kind = K.PREDICTOR
@@ -73,9 +87,12 @@ class Expressions(BaseScope):
             return self._compare(node)
         if isinstance(node, ast.IfExp):
             self._eval(node.test)
-            bt, bk = self._eval(node.body)
-            ot, ok = self._eval(node.orelse)
             guarded = tensor_guard(node.test)
+            cleared = None
+            if guarded:  # on the other arm the name holds no tensor
+                cleared = node.orelse if guarded[1] else node.body
+            bt, bk = self._eval_clearing(node.body, guarded[0] if cleared is node.body else None)
+            ot, ok = self._eval_clearing(node.orelse, guarded[0] if cleared is node.orelse else None)
             if guarded:
                 # ``x.cpu().numpy() if torch.is_tensor(x) else x``
                 name, tensor_arm_is_body = guarded
@@ -103,6 +120,12 @@ class Expressions(BaseScope):
             t, k = self._eval(node.value)
             self.bind(node.target, t, k)
             return t, k
+        if isinstance(node, (ast.Yield, ast.YieldFrom)):
+            t, k = self._eval(node.value) if node.value is not None else (CLEAN, None)
+            self.generator = True
+            self.yielded |= t
+            self.yielded_kind = K.join(self.yielded_kind, K.element(k) if isinstance(node, ast.YieldFrom) else k)
+            return CLEAN, None  # what send() passes in
         if isinstance(node, ast.Await):
             return self._eval(node.value)
         if isinstance(node, ast.JoinedStr):
@@ -162,8 +185,15 @@ class Expressions(BaseScope):
         cls = self.self_class(base)
         if cls is not None:
             is_self = isinstance(base, ast.Name) and self.kind_of(base.id) == K.SELF
+            getter = self.p.method(cls, node.attr)
+            if getter is not None and _is_property(getter.node):
+                # self.current_mask: the property's getter runs, on this self
+                return self._run_project(_getter_call(node), (getter, True, None, is_self))
             if not is_self and node.attr not in cls.attrs and node.attr not in cls.attr_kinds:
-                # a field no method writes (a dataclass's): what the object was built with
+                # a field no method writes (a dataclass's): what it was built with
+                if node.attr in cls.fields and not any(f.name == "__init__" for f in cls.methods.values()):
+                    t, k = cls.fields[node.attr]
+                    return t, None if k == K.EMPTY else k
                 return self._eval(base)[0], None
             return self.self_attr(cls, node.attr, is_self)
         name = ".".join(reversed(_parts(node))) if _parts(node) else None
@@ -192,13 +222,20 @@ class Expressions(BaseScope):
 
     def _subscript(self, node: ast.Subscript) -> Value:
         base, key = node.value, node.slice
+        cls = self.self_class(base)
+        if cls is not None and isinstance(node.ctx, ast.Load):
+            getter = self.p.method(cls, "__getitem__")
+            if getter is not None:  # self[i]: the class's __getitem__ runs
+                is_self = isinstance(base, ast.Name) and self.kind_of(base.id) == K.SELF
+                return self._run_project(_item_call(node), (getter, True, None, is_self))
         bt, bk = self._eval(base)
         kt, kk = self._eval(key)
         self._index_check(node, bt, bk, kt, kk)
         constant = _constant_key(key)
         shared = self.state_key(base, key)
         if shared is not None and shared in self.p.keyed and not (isinstance(bk, Keys) and bk.get(constant)):
-            return bt | self.p.keyed[shared], self.p.keyed_kinds.get(shared)
+            # the key's own values (the dict's other keys may hold results)
+            return self.p.keyed[shared], self.p.keyed_kinds.get(shared)
         if isinstance(bk, Positions):
             if isinstance(key, ast.Constant) and isinstance(key.value, int) and -len(bk) <= key.value < len(bk):
                 return bk[key.value]
@@ -293,7 +330,36 @@ class Expressions(BaseScope):
             left_t, left_k = ct, ck
         if any(isinstance(op, (ast.In, ast.NotIn, ast.Is, ast.IsNot)) for op in node.ops):
             return CLEAN, None
+        if not taint and kind == K.NUMPY:
+            return CLEAN, K.NUMPY  # cv2.imread(p) > 127: a boolean array
         return taint, K.MASK if taint else None
+
+
+def _is_property(func: ast.AST) -> bool:
+    return any((isinstance(d, ast.Name) and d.id in ("property", "cached_property"))
+               or (isinstance(d, ast.Attribute) and d.attr == "cached_property")
+               for d in getattr(func, "decorator_list", ()))
+
+
+def _getter_call(node: ast.Attribute) -> ast.Call:
+    """``obj.prop`` as the call of its getter, one node per site."""
+    made = getattr(node, "_samgpu_getter", None)
+    if made is None:
+        made = ast.copy_location(ast.Call(func=node, args=[], keywords=[]), node)
+        made.end_lineno, made.end_col_offset = node.end_lineno, node.end_col_offset
+        node._samgpu_getter = made  # type: ignore[attr-defined]
+    return made
+
+
+def _item_call(node: ast.Subscript) -> ast.Call:
+    """``obj[key]`` as ``obj.__getitem__(key)``, one node per site."""
+    made = getattr(node, "_samgpu_item", None)
+    if made is None:
+        func = ast.copy_location(ast.Attribute(value=node.value, attr="__getitem__", ctx=ast.Load()), node)
+        made = ast.copy_location(ast.Call(func=func, args=[node.slice], keywords=[]), node)
+        made.end_lineno, made.end_col_offset = node.end_lineno, node.end_col_offset
+        node._samgpu_item = made  # type: ignore[attr-defined]
+    return made
 
 
 def _negative_step(key: ast.AST) -> bool:

@@ -87,6 +87,14 @@ class ClassInfo:
         # attribute -> taint, and attribute -> kind, over every method
         self.attrs: Dict[str, Taint] = {}
         self.attr_kinds: Dict[str, object] = {}
+        # attribute -> kind over the writers that store a result: what a reader that
+        # gets a result holds when a clean writer (a file's mask) disagrees
+        self.result_kinds: Dict[str, object] = {}
+        # a class without __init__ (a dataclass, a NamedTuple): field -> (taint, kind)
+        # over every construction seen, keywords by name, positions in field order
+        self.fields: Dict[str, Tuple[FrozenSet[int], object]] = {}
+        self.field_order = [n.target.id for n in node.body
+                            if isinstance(n, ast.AnnAssign) and isinstance(n.target, ast.Name)]
         self._self_calls: Optional[Tuple[Set[str], Set[str]]] = None
 
     def _scan_self(self) -> Tuple[Set[str], Set[str]]:
@@ -100,6 +108,12 @@ class ClassInfo:
             for node in ast.walk(method.node):
                 if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
                     calls.add(id(node.func))
+            # a call inside a lambda or a nested def runs later, from elsewhere (a
+            # GUI callback: lambda e: self.click(...)): the method is handed out
+            for inner in ast.walk(method.node):
+                if isinstance(inner, (ast.Lambda, ast.FunctionDef, ast.AsyncFunctionDef)) and inner is not method.node:
+                    for node in ast.walk(inner):
+                        calls.discard(id(node))
             for node in ast.walk(method.node):
                 if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == me:
                     (called if id(node) in calls else referenced).add(node.attr)

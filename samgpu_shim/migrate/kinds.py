@@ -77,6 +77,9 @@ class Positions(_Typed):
         return cls(tuple(parts))
 
 
+ANY_KEY = "<any>"  # the entry of a dict written under keys not known here
+
+
 class Keys(_Typed):
     """A dict with constant keys: ((key, taint, kind), ...), sorted by key."""
 
@@ -88,10 +91,13 @@ class Keys(_Typed):
         return cls(tuple(sorted((k, t, kd) for k, (t, kd) in merged.items())))
 
     def get(self, key: str) -> Optional[Tuple[Taint, Kind]]:
+        found = None
         for k, t, kd in self:
             if k == key:
                 return t, kd
-        return None
+            if k == ANY_KEY:
+                found = (t, kd)
+        return found
 
     def set(self, key: str, taint: Taint, kind: Kind) -> Keys:
         return Keys.of([*(e for e in self if e[0] != key), (key, taint, kind)])

@@ -24,6 +24,7 @@ from .operations import (
     NUMPY_PLAIN,
     NUMPY_PRODUCERS,
     NUMPY_SCALARS,
+    PASS_THROUGH_CALLS,
     PATH_FUNCTIONS,
     SCALAR_METHODS,
     STDLIB,
@@ -48,6 +49,8 @@ class LibraryCalls(Expressions):
         shown = dotted_name(node.func) or qualified
         if qualified in PATH_FUNCTIONS or qualified.startswith("os.path."):
             return CLEAN, None  # what is handed over here is a path, whatever else the name may hold
+        if qualified in PASS_THROUGH_CALLS:
+            return (args[0][1], args[0][2]) if args else (CLEAN, None)
         top = qualified.split(".")[0]
         short = qualified.rsplit(".", 1)[-1]
         if top == "numpy":

@@ -110,6 +110,12 @@ TENSOR_LIBRARIES = frozenset({"torch", "torchvision", "kornia", "einops", "torch
 HARMLESS_LIBRARIES = frozenset({"tqdm", "loguru", "rich", "wandb", "tensorboard", "tensorboardX", "hydra",
                                 "omegaconf", "click", "typer", "fire", "absl", "attr", "attrs", "pydantic", "yaml",
                                 "requests", "httpx", "ray", "dask", "joblib", "cloudpickle"})
+# Library calls that hand their first argument back wrapped (progress bars,
+# iterator tools): the taint and the parts go through.
+PASS_THROUGH_CALLS = frozenset({"tqdm.tqdm", "tqdm.auto.tqdm", "tqdm.notebook.tqdm", "tqdm.std.tqdm",
+                                "tqdm.tqdm_notebook", "rich.progress.track", "itertools.islice",
+                                "itertools.chain", "itertools.cycle", "itertools.takewhile",
+                                "itertools.dropwhile", "more_itertools.chunked", "contextlib.nullcontext"})
 STDLIB = frozenset(getattr(sys, "stdlib_module_names", ())) | {"__future__"}
 # Methods that any plotting object (Axes, napari viewer, ...) converts with numpy.
 PLOT_METHODS = frozenset({"imshow", "matshow", "contour", "contourf", "pcolormesh", "add_labels", "add_image",

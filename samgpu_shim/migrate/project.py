@@ -9,7 +9,7 @@ from typing import Any, Dict, FrozenSet, List, Optional, Set, Tuple
 from . import kinds as K
 from .entry_points import REGISTRY, SAM_PACKAGES
 from .index import ClassInfo, FuncInfo, ModuleInfo, annotation_names
-from .kinds import CLEAN, Kind
+from .kinds import CLEAN, Elements, Kind
 from .names import Taint, dotted_name
 from .operations import CONTAINER_ADDERS, known_library
 from .report import Finding, SourceCall
@@ -53,6 +53,9 @@ class Project:
         # string keys a result was ever stored under ({"mask": masks[0]}, d["mask"] = m):
         # a string index with another key reads some other producer's dict
         self.result_keys: Set[str] = set()
+        # module globals that functions fill in place (a notebook's ``state.update(...)``
+        # in a callback, read by later cells): (module path, name) -> (taint, kind)
+        self.mutated: Dict[Tuple[str, str], Tuple[Taint, Kind]] = {}
         self.keyed: Dict[str, Taint] = {}
         self.keyed_kinds: Dict[str, Kind] = {}
         # the receiver of each predict call: (path, line, col) -> how it is known
@@ -298,6 +301,9 @@ class Project:
         result = Summary()
         result.ret = scope.returned
         result.ret_kind = None if scope.returned_kind == K.EMPTY else scope.returned_kind
+        if scope.generator:  # calling it gives an iterator over what it yields
+            result.ret = scope.yielded
+            result.ret_kind = Elements((scope.yielded_kind,))
         if result.ret_kind is None and func.returns is not None:
             result.ret_kind = self.annotation_kind(func.module, func.returns)
         return result

@@ -38,6 +38,7 @@ class _Names:
         self.gets: Set[str] = set()
         self.items_written: Set[str] = set()  # name['key'] written (a state dict callbacks share)
         self.items_read: Set[str] = set()
+        self.filled: Set[str] = set()  # containers filled in place by name (a global dict, a list)
         self.top_level = top_level
         for top in nodes:
             for node in ast.walk(top):
@@ -49,6 +50,8 @@ class _Names:
                         self.calls.add(func.attr)
                         if func.attr in CONTAINER_ADDERS:  # self.history.append(x) writes history
                             self._written(func.value)
+                            if isinstance(func.value, ast.Name):  # state.update(...) on a global, in place
+                                self.filled.add(func.value.id)
                             self._item(func.value, self.items_written)
                         if func.attr in CHANNEL_PUT or func.attr in CHANNEL_GET:
                             (self.puts if func.attr in CHANNEL_PUT else self.gets).add(last_name(func.value))
@@ -127,9 +130,12 @@ def relevant(modules: Iterable[ModuleInfo]) -> Set[int]:
     called: Set[str] = set(PREDICT_METHODS)  # relevant functions, methods and classes, called by these names
     attributes: Set[str] = set()  # written by relevant bodies
     receivers: Set[str] = set()  # what relevant bodies call predict on
+    read: Set[str] = set()  # attributes relevant bodies (and what they call) read: their writers say what they hold
+    callees: Set[str] = set()  # what relevant bodies call, by name
     channels: Set[str] = set()  # queues relevant bodies put into
     classes: Set[str] = set()  # classes with relevant methods
     items: Set[str] = set()  # name['key'] written by relevant bodies
+    filled: Set[str] = set()  # containers relevant bodies fill in place, by name
     globals_: Dict[str, Set[str]] = {}  # module path -> globals its relevant top level binds
     reached: Set[str] = set()  # names of the modules with relevant bodies
     reached_imports: Set[str] = set()  # what those modules import
@@ -148,7 +154,7 @@ def relevant(modules: Iterable[ModuleInfo]) -> Set[int]:
         return any(_same(module.name, i) for i in reached_imports)
 
     while True:
-        words = called | attributes | receivers | channels | {i.split("[", 1)[0] for i in items}
+        words = called | attributes | receivers | channels | read | {i.split("[", 1)[0] for i in items}
         grew = False
         for module in modules:
             if module.path not in indexed:
@@ -163,13 +169,18 @@ def relevant(modules: Iterable[ModuleInfo]) -> Set[int]:
                 if id(node) in found:
                     continue
                 consumer = info.calls_source or (
-                    bool(info.calls & called or info.attr_loads & attributes or info.name_loads & local
-                         or info.gets & channels or info.name_loads & classes or info.items_read & items)
+                    bool(info.calls & called or info.attr_loads & (attributes | called) or info.name_loads & local
+                         or info.gets & channels or info.name_loads & (classes | called | filled)
+                         or info.items_read & items)
                     and imports_reached(module))
                 if not consumer:
+                    if name in callees and info.attr_loads - read:
+                        # run when a relevant body calls it: what it reads is wanted too
+                        read |= info.attr_loads
+                        grew = True
                     # what a relevant body calls predict on is stored here: analysed, for
                     # the kind it stores, but not a road for results
-                    if (info.attr_stores | info.name_stores) & receivers and (
+                    if ((info.attr_stores | info.name_stores) & receivers or info.attr_stores & read) and (
                             imports_reached(module) or imported_by_reached(module)):
                         found.add(id(node))
                         grew = True
@@ -182,8 +193,11 @@ def relevant(modules: Iterable[ModuleInfo]) -> Set[int]:
                     classes.add(owner)
                 attributes |= info.attr_stores
                 receivers |= info.receivers
+                read |= info.attr_loads
+                callees |= info.calls
                 channels |= info.puts
                 items |= info.items_written
+                filled |= info.filled
                 globals_.setdefault(module.path, set()).update(info.name_stores)
                 if module.name not in reached:
                     reached.add(module.name)

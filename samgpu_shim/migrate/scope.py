@@ -9,7 +9,7 @@ from typing import Any, Dict, Optional, Tuple
 from . import kinds as K
 from .entry_points import PREDICT_METHODS, RECEIVER_WORDS, REGISTRY, SAM_KEYWORDS
 from .index import ClassInfo, FuncInfo, ModuleInfo
-from .kinds import CLEAN, Elements, Keys, Kind, Positions
+from .kinds import ANY_KEY, CLEAN, Elements, Keys, Kind, Positions
 from .names import Taint, as_numpy_kw, dotted_name, last_name, words
 
 State = Tuple[Dict[str, Taint], Dict[str, Kind]]
@@ -33,6 +33,10 @@ class BaseScope:
         self.local_funcs: Dict[str, FuncInfo] = {}
         self.returned: Taint = CLEAN
         self.returned_kind: Kind = K.EMPTY
+        # a generator's yields: what iterating over its call gives
+        self.generator = False
+        self.yielded: Taint = CLEAN
+        self.yielded_kind: Kind = K.EMPTY
         self.silent = False
 
     # -- state -------------------------------------------------------------
@@ -104,7 +108,10 @@ class BaseScope:
         if is_self and attr in self.context:
             return self.context[attr]
         kind = cls.attr_kinds.get(attr)
-        return cls.attrs.get(attr, CLEAN), None if kind == K.MIXED else kind
+        taint = cls.attrs.get(attr, CLEAN)
+        if kind == K.MIXED and taint and cls.result_kinds.get(attr, K.MIXED) != K.MIXED:
+            kind = cls.result_kinds[attr]  # a result, where it is one, is of this kind
+        return taint, None if kind == K.MIXED else kind
 
     def context_for_call(self) -> Context:
         """What this path knows of ``self``'s attributes, for a method it calls on ``self``."""
@@ -176,6 +183,13 @@ class BaseScope:
             if taint - cls.attrs.get(target.attr, CLEAN):
                 cls.attrs[target.attr] = cls.attrs.get(target.attr, CLEAN) | taint
                 self.p.changed = True
+            if taint and kind is not None:
+                had = cls.result_kinds.get(target.attr, K.EMPTY)
+                now = K.join(had, kind)
+                now = K.MIXED if now is None else now
+                if now != had:
+                    cls.result_kinds[target.attr] = now
+                    self.p.changed = True
             known = cls.attr_kinds.get(target.attr)
             if kind is not None and known != kind and known != K.MIXED:
                 # two writers that disagree: nothing is assumed of the attribute
@@ -214,6 +228,21 @@ class BaseScope:
             self.p.keyed_kinds[name] = merged
             self.p.changed = True
 
+    def _note_mutated(self, name: str, taint: Taint, kind: Kind) -> None:
+        key = (self.m.path, name)
+        had_t, had_k = self.p.mutated.get(key, (CLEAN, K.EMPTY))
+        now_k = K.join(had_k, kind)
+        if taint - had_t or now_k != had_k:
+            self.p.mutated[key] = (had_t | taint, now_k)
+            self.p.changed = True
+
+    def mutated(self, name: str, taint: Taint, kind: Kind) -> Tuple[Taint, Kind]:
+        """A module global as a function filled it in place, joined with what is known here."""
+        found = self.p.mutated.get((self.m.path, name))
+        if found is None or (self.func is not None and name in self.env):
+            return taint, kind
+        return taint | found[0], K.join(kind if kind is not None else K.EMPTY, found[1])
+
     def note_result_key(self, key: str) -> None:
         if key not in self.p.result_keys:
             self.p.result_keys.add(key)
@@ -224,17 +253,22 @@ class BaseScope:
         if taint and isinstance(key, ast.Constant) and isinstance(key.value, str):
             self.note_result_key(key.value)
         shared = self.state_key(base, key)
-        if shared is not None and (taint or isinstance(kind, (Elements, Keys, Positions))):
+        if shared is not None and (taint or kind is not None):
             self._note_state(shared, taint, kind)
         _, base_kind = self.eval(base, report=False)  # type: ignore[attr-defined]
         if base_kind == K.NUMPY or K.is_tensor(base_kind):
             return  # written into an array (a sink, reported) or a tensor: no new taint there
         constant = key.value if isinstance(key, ast.Constant) and isinstance(key.value, (str, int)) else None
-        if isinstance(base_kind, Keys) or (base_kind is None and constant is not None and isinstance(base, ast.Name)
-                                           and not self.lookup(base.id)):
+        if isinstance(base_kind, Keys) or (base_kind is None and (constant is not None or kind is not None)
+                                           and isinstance(base, ast.Name) and not self.lookup(base.id)):
             keys = base_kind if isinstance(base_kind, Keys) else Keys(())
             if constant is not None:
                 new_kind: Kind = keys.set(repr(constant), taint, kind)
+            elif kind is not None:
+                # cache[name] = build(name): what any key holds
+                have = keys.get(ANY_KEY)
+                new_kind = keys.set(ANY_KEY, taint | (have[0] if have else CLEAN),
+                                    K.join(have[1], kind) if have else kind)
             else:
                 new_kind = None
             self.bind_into(base, taint, None, replace=new_kind)
@@ -246,6 +280,8 @@ class BaseScope:
     def bind_into(self, container: ast.AST, taint: Taint, element: Kind = None, replace: Kind = "?") -> None:
         """``container`` now also holds a value of this taint and kind (an append,
         an item); ``replace`` is its new kind when the caller knows it."""
+        global_name = (isinstance(container, ast.Name) and self.func is not None and container.id not in self.env
+                       and (container.id in self.m.global_kinds or container.id in self.m.globals))
         current_t, current_k = self.eval(container, report=False)  # type: ignore[attr-defined]
         if replace != "?":
             new_kind = replace
@@ -259,6 +295,8 @@ class BaseScope:
                 self.kinds.pop(container.id, None)
             else:
                 self.kinds[container.id] = new_kind
+            if global_name:
+                self._note_mutated(container.id, current_t | taint, new_kind)
         elif isinstance(container, (ast.Attribute, ast.Subscript)):
             self.bind(container, current_t | taint, new_kind)
 

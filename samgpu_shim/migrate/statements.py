@@ -4,13 +4,13 @@ of one body (state, expressions, calls, statements)."""
 from __future__ import annotations
 
 import ast
-from typing import Sequence
+from typing import Optional, Sequence
 
 from . import kinds as K
 from .calls import Calls
 from .index import FuncInfo
 from .kinds import CLEAN, Kind, Positions
-from .names import Taint, tensor_guard
+from .names import Taint, tensor_guard, words
 from .operations import effect, row
 
 
@@ -32,9 +32,11 @@ class Scope(Calls):
                 if isinstance(node.value, ast.Call):
                     node.value._samgpu_unpack = target  # type: ignore[attr-defined]
             t, k = self.eval(node.value)
+            self.written_value = node.value
             for target in node.targets:
                 self._target_sinks(target, t, k)
                 self.bind(target, t, k, node.value)
+            self.written_value = None
         elif isinstance(node, ast.AnnAssign):
             if node.value is not None:
                 t, k = self.eval(node.value)
@@ -157,6 +159,8 @@ class Scope(Calls):
             self.env = {k: t - came_from for k, t in self.env.items()}
             self.kinds[name] = K.NUMPY
 
+    written_value: Optional[ast.AST] = None  # the right-hand side of the assignment being checked
+
     def _target_sinks(self, target: ast.AST, value: Taint = CLEAN, kind: Kind = None) -> None:
         """Sinks inside an assignment target: ``image[mask] = color`` (the index is
         converted), ``volume[z] = mask`` (the value is)."""
@@ -166,7 +170,7 @@ class Scope(Calls):
             if kt and not bt and kk != K.SCALAR and (bk is None or bk == K.NUMPY):
                 op = row("ndarray[mask] = v")
                 self.report(target, op.name, effect(op), op.why, op.fix, kt)
-            elif value and not bt and bk == K.NUMPY:
+            elif value and not bt and bk == K.NUMPY and kind != K.SCALAR and not _one_score(self.written_value):
                 op = row("ndarray[i] = mask")
                 self.report(target, op.name, effect(op), op.why, op.fix, value)
         elif isinstance(target, (ast.Tuple, ast.List)):
@@ -211,3 +215,19 @@ class Scope(Calls):
 def _leaves(body: Sequence[ast.stmt]) -> bool:
     """Whether a block always ends in ``return`` or ``raise``."""
     return bool(body) and isinstance(body[-1], (ast.Return, ast.Raise))
+
+
+_SCALAR_WORDS = {"score", "iou", "conf", "confidence", "prob", "probability", "area"}
+
+
+def _one_score(value: Optional[ast.AST]) -> bool:
+    """``arr[i] = result.score``, ``arr[i] = scores[k]``: one number, which numpy
+    reads with ``__float__`` (works on CUDA, one sync), not an array."""
+    if value is None:
+        return False
+    if isinstance(value, ast.Subscript) and not isinstance(value.slice, (ast.Slice, ast.Tuple)):
+        base = value.value
+        name = base.attr if isinstance(base, ast.Attribute) else getattr(base, "id", "")
+        return bool({w.rstrip("s") for w in words(name)} & _SCALAR_WORDS)
+    name = value.attr if isinstance(value, ast.Attribute) else getattr(value, "id", "")
+    return bool(words(name) & _SCALAR_WORDS)

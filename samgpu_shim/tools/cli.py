@@ -132,7 +132,7 @@ def _torch() -> None:
     import warnings
 
     for name in ("torch", "torchvision"):
-        if name == "torchvision" and importlib.util.find_spec(name) is None:
+        if name == "torchvision" and name not in sys.modules and importlib.util.find_spec(name) is None:
             continue
         try:
             with warnings.catch_warnings():

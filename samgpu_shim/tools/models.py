@@ -286,7 +286,7 @@ def read_image(path: str) -> Any:
     from PIL import Image
 
     with Image.open(path) as img:
-        return np.asarray(img.convert("RGB"))
+        return np.array(img.convert("RGB"))  # writable: torchvision warns on a read-only array
 
 
 def synthetic_image(height: int, width: int, seed: int = 0) -> Any:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import sys
 import time
+import warnings
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -57,9 +58,25 @@ def prompts(points: Sequence[Tuple[float, float, int]], box: Optional[Sequence[f
     return kwargs
 
 
+# Warnings the SAM packages raise on a CPU (a missing optional extension, their
+# use of deprecated torch APIs): theirs to fix, noise on the user's screen.
+_THEIRS = r"(sam2|sam3|segment_anything\w*|mobile_sam|mobilesam_lite|efficientsam|timm|torch\.jit)(\.|$)"
+
+
 def run(image_path: str, points: Sequence[Tuple[float, float, int]], box: Optional[Sequence[float]], *,
         family: Optional[str], model: Optional[str], checkpoint: Optional[str], device: torch.device, calls: int,
         warmup: int = 1) -> Dict[str, Any]:
+    """Both paths on the image with the prompts: the report :func:`format_report` and :func:`overlay` read."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=UserWarning, module=_THEIRS)
+        warnings.filterwarnings("ignore", category=FutureWarning, module=_THEIRS)
+        return _run(image_path, points, box, family=family, model=model, checkpoint=checkpoint, device=device,
+                    calls=calls, warmup=warmup)
+
+
+def _run(image_path: str, points: Sequence[Tuple[float, float, int]], box: Optional[Sequence[float]], *,
+         family: Optional[str], model: Optional[str], checkpoint: Optional[str], device: torch.device, calls: int,
+         warmup: int) -> Dict[str, Any]:
     import samgpu_shim
 
     if not samgpu_shim.is_patched():
