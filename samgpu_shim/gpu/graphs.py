@@ -44,6 +44,12 @@ from .. import _config
 
 _logger = logging.getLogger("samgpu_shim")
 _capture_lock = threading.Lock()
+# One warm-up stream per device, for every capture. cuBLAS keeps a workspace
+# (32 MiB on an H100/H200) for each stream it has run on, for the life of the
+# process: a new stream per capture left one more workspace behind each time
+# (device memory grew by ~33 MB per capture until the pool of CUDA streams
+# wrapped around, run 37's probe and run 35's soak).
+_warmup_streams: Dict[str, Any] = {}
 _registry_lock = threading.Lock()
 _warned: set = set()
 _counters: Dict[str, float] = {"captures": 0, "replays": 0, "fallbacks": 0, "evictions": 0, "capture_ms": 0.0}
@@ -169,6 +175,19 @@ def usable(device: torch.device) -> bool:
     return True
 
 
+_streams_lock = threading.Lock()
+
+
+def warmup_stream(device: torch.device) -> Any:
+    """The device's warm-up stream for captures (graph mode's and the fast encoder's), made once."""
+    key = str(torch.device(device.type, device.index if device.index is not None else torch.cuda.current_device()))
+    with _streams_lock:
+        stream = _warmup_streams.get(key)
+        if stream is None:
+            stream = _warmup_streams[key] = torch.cuda.Stream(device)
+    return stream
+
+
 def _capture(work: Work, statics: List[torch.Tensor], device: torch.device) -> _Graph:
     prompts = work.prompts
     before = torch.cuda.memory_allocated(device)
@@ -179,7 +198,7 @@ def _capture(work: Work, statics: List[torch.Tensor], device: torch.device) -> _
     if packed is not None:
         inputs.update(prompts.views(packed))
     started = time.perf_counter()
-    side = torch.cuda.Stream(device)
+    side = warmup_stream(device)
     side.wait_stream(torch.cuda.current_stream(device))
     with torch.cuda.stream(side):
         for _ in range(2):  # warm-up: kernels' lazy init stays out of the graph

@@ -408,7 +408,9 @@ class _CapturedEncoder:
     def __init__(self, module: Any, example: torch.Tensor) -> None:
         self.static_in = example.clone()
         device = example.device
-        side = torch.cuda.Stream(device)
+        from .graphs import warmup_stream
+
+        side = warmup_stream(device)  # one per device: cuBLAS keeps a workspace per stream
         side.wait_stream(torch.cuda.current_stream(device))
         # autocast's cache of cast weights must stay off: cached casts made
         # outside the capture would be freed while the graph still reads them.
