@@ -8,6 +8,7 @@ names both.
 
 from __future__ import annotations
 
+import json
 import re
 from typing import List
 
@@ -1462,3 +1463,47 @@ NOT_MEASUREMENTS += [
         "gpu/test_faults_gpu.py)",
     ),
 ]
+
+# --- the IGT soak (run 35) and the graph cache probe (run 37) -----------------
+SOAK35 = load("igt-soak-h200-run35.json")
+_S35 = SOAK35["summary"]
+add(
+    quote(
+        IGT,
+        "the source restarted every minute; {} minutes, not the",
+        SOAK35["environment"]["minutes"], source="igt-soak-h200-run35.json",
+    )
+)
+add(
+    quote(
+        IGT,
+        "{} frames sent, {} answered ({} on time, {} late), {} dropped, {} errors, {} unaccounted; end to end "
+        "p50 {} ms and p99 {} ms; {} captures and {} evictions, the cache never above {}.",
+        _S35["frames_sent"], _S35["answered"], _S35["answered_on_time"], _S35["answered_late"], _S35["dropped"],
+        _S35["errors"], _S35["unaccounted"], _S35["e2e_p50_ms"], _S35["e2e_p99_ms"], _S35["graph_captures"],
+        _S35["graph_evictions"], _S35["graph_cache_max"], source="igt-soak-h200-run35.json",
+    )
+)
+add(
+    quote(
+        IGT,
+        "allocated grew from {} MB to {} MB (reserved {} MB at the end)",
+        SOAK35["samples"][0]["cuda_allocated_mb"], SOAK35["samples"][-1]["cuda_allocated_mb"],
+        SOAK35["samples"][-1]["cuda_reserved_mb"], source="igt-soak-h200-run35.json",
+    )
+)
+_PROBE = [json.loads(line) for line in log("leak-probe-h200-run37-new.log").splitlines() if line.startswith('{"round')]
+_STEPS = [(b["captures"], round(b["allocated_mb"] - a["allocated_mb"], 2)) for a, b in zip(_PROBE, _PROBE[1:])]
+_GROWING = [step for n, step in _STEPS if step > 10]
+add(
+    quote(
+        IGT,
+        "each capture left {} to {} MB more allocated, outside the graphs' own memory pools, whether or not "
+        "evicted graphs were released, and the growth stopped after capture {}.",
+        f(min(_GROWING), 2), f(max(_GROWING), 1), max(n for n, step in _STEPS if step > 10),
+        source="leak-probe-h200-run37-new.log",
+    )
+)
+NOT_MEASUREMENTS += [(r"32 MiB on\s+Hopper|pool of 32 side streams|the 16-minute soak|the 16 the issue",
+                      "cuBLAS's and PyTorch's documented sizes; the issue's duration")]
+
