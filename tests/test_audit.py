@@ -671,3 +671,26 @@ def test_callbacks_properties_items_and_dispatch_tables():
             return x.cpu().numpy() if hasattr(x, "cpu") else np.asarray(x)
         """
     ) == [(5, ".astype()"), (7, "np.packbits()"), (24, "np.stack()")]
+
+
+def test_closures_partials_map_lambdas_and_static_methods():
+    assert _ops(
+        """
+        import functools
+        import numpy as np
+        class Tool:
+            @staticmethod
+            def polygons(mask):
+                return (mask * 255).astype(np.uint8)
+        def make_stepper(predictor):
+            def step(box):
+                masks, scores, _ = predictor.predict(box=box)
+                return np.any(masks[0], axis=0), masks[0]
+            return step
+        def oracle(engine, pts):
+            ask = functools.partial(engine.predict, point_labels=None, multimask_output=True)
+            masks, scores, _ = ask(point_coords=pts)
+            areas = list(map(lambda m: m.sum(), masks))
+            return np.percentile(areas, 5), Tool.polygons(masks[0])
+        """
+    ) == [(7, ".astype()"), (11, "np.any()"), (17, "np.percentile()")]

@@ -53,7 +53,7 @@ def analyse(modules: Sequence[ModuleInfo]) -> Project:
             # callers' paths, each with what that path stored on self.
             for func in list(module.functions.values()) + [
                 m for c in module.classes.values() for m in c.methods.values()
-            ]:
+            ] + list(module.nested.values()):
                 if id(func.node) not in wanted:
                     continue
                 internal = func.cls is not None and func.is_method and func.cls.internal(func.name)

@@ -43,6 +43,17 @@ def _through(node: ast.Call) -> ast.Call:
     return made
 
 
+def _partial_call(node: ast.Call, partial: ast.Call) -> ast.Call:
+    """``ask(x=1)`` for ``ask = functools.partial(f, a, k=2)`` as ``f(a, k=2, x=1)``, one node per site."""
+    made = getattr(node, "_samgpu_partial", None)
+    if made is None or made[0] is not partial:
+        call = ast.copy_location(ast.Call(func=partial.args[0], args=[*partial.args[1:], *node.args],
+                                          keywords=[*partial.keywords, *node.keywords]), node)
+        call.end_lineno, call.end_col_offset = node.end_lineno, node.end_col_offset
+        made = node._samgpu_partial = (partial, call)  # type: ignore[attr-defined]
+    return made[1]
+
+
 def _dispatch(node: ast.Call, i: int, name: str) -> ast.Call:
     """``table[key](args)`` as ``name(args)`` for the table's i-th function, one node per site."""
     made = getattr(node, "_samgpu_dispatch", None)
@@ -76,6 +87,8 @@ class Calls(LibraryCalls):
             return self.library_call(node, qualified, self._args(node), CLEAN)
         if qualified in CALL_THROUGH and node.args and not isinstance(node.args[0], ast.Starred):
             return self._call(_through(node))
+        if isinstance(func, ast.Name) and func.id in self.partials:
+            return self._call(_partial_call(node, self.partials[func.id]))
         if isinstance(func, ast.Subscript) and isinstance(func.value, ast.Name):
             table = self._function_table(func.value.id)
             if table:  # ENCODERS[fmt](mask): each function of the table may run
@@ -207,6 +220,13 @@ class Calls(LibraryCalls):
                 if m is not None:
                     return m, m.is_method, None, m.is_method
             return None
+        if isinstance(base, ast.Name) and not self.local(base.id):
+            named = self.p.cls(self.m, base.id)
+            if named is not None and self.predictor_class(named) is None:
+                m = self.p.method(named, func.attr)
+                if m is not None and (not m.is_method or m.is_classmethod):
+                    # Tool.mask_to_polygons(m): a static or class method through its class
+                    return m, m.is_classmethod, None, False
         is_self = isinstance(base, ast.Name) and self.kind_of(base.id) == K.SELF
         cls = self.self_class(base) or (self.p.class_by_name(K.class_kind(base_k)) if K.class_kind(base_k) else None)
         if cls is not None:
@@ -311,6 +331,16 @@ class Calls(LibraryCalls):
             return CLEAN, None
         if name in ("enumerate", "zip"):
             return arg_taint, None
+        if name == "map" and len(node.args) == 2 and isinstance(node.args[0], ast.Lambda) and \
+                len(node.args[0].args.args) == 1:
+            # map(lambda it: it[1].sum(), items): the lambda's body on one element
+            lam = node.args[0]
+            _, it_t, it_k = args[1]
+            saved = self.snapshot()
+            self.bind_iteration(ast.Name(id=lam.args.args[0].arg, ctx=ast.Store()), node.args[1], it_t, it_k)
+            t, k = self._eval(lam.body)
+            self.restore(saved)
+            return t, Elements((k,))
         if name in ("dict",) and not args:
             return CLEAN, Keys(())
         if name in ("list", "set", "tuple", "sorted", "reversed", "iter", "frozenset", "filter"):

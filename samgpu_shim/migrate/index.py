@@ -40,6 +40,7 @@ class FuncInfo:
         self.returns: Optional[ast.AST] = node.returns  # type: ignore[attr-defined]
         decorators = {dotted_name(d) for d in node.decorator_list}  # type: ignore[attr-defined]
         self.is_method = cls is not None and "staticmethod" not in decorators
+        self.is_classmethod = "classmethod" in decorators
         self._array_params: Optional[Set[str]] = None
 
     @property
@@ -149,6 +150,14 @@ class ModuleInfo:
         self._identifiers: Optional[FrozenSet[str]] = None
         for node in tree.body:
             self._collect(node)
+        # functions defined inside functions (closures handed out: a stepper a
+        # factory returns, a callback): analysed on their own like the others
+        self.nested: Dict[str, FuncInfo] = {}
+        outer = [*self.functions.values(), *(m for c in self.classes.values() for m in c.methods.values())]
+        for func in outer:
+            for inner in ast.walk(func.node):
+                if inner is not func.node and isinstance(inner, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                    self.nested[f"{func.name}.<locals>.{inner.name}.{inner.lineno}"] = FuncInfo(inner, self, None)
 
     @property
     def aliases(self) -> Dict[str, str]:

@@ -141,8 +141,9 @@ class Project:
             out[module] = rows
         return out
 
-    def _defined(self, module: ModuleInfo, name: str, table: str) -> Any:
-        """``name`` as defined in ``module`` or imported into it from a scanned module."""
+    def _defined(self, module: ModuleInfo, name: str, table: str, depth: int = 0) -> Any:
+        """``name`` as defined in ``module`` or imported into it from a scanned module
+        (through a package's re-exports too: ``from evalkit import mask_iou``)."""
         own = getattr(module, table)
         if name in own:
             return own[name]
@@ -150,8 +151,11 @@ class Project:
         if target and "." in target:
             mod_name, attr = target.rsplit(".", 1)
             other = self.module_named(mod_name)
-            if other is not None:
-                return getattr(other, table).get(attr)
+            if other is not None and other is not module:
+                found = getattr(other, table).get(attr)
+                if found is None and depth < 4:
+                    found = self._defined(other, attr, table, depth + 1)
+                return found
         return None
 
     def function(self, module: ModuleInfo, name: str) -> Optional[FuncInfo]:

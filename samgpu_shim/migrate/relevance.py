@@ -101,6 +101,8 @@ def _bodies(module: ModuleInfo) -> List[Body]:
     for cls in module.classes.values():
         for method in cls.methods.values():
             out.append((method.node, method.name, cls.name, _Names([method.node], False)))
+    for func in module.nested.values():
+        out.append((func.node, func.name, "", _Names([func.node], False)))
     return out
 
 

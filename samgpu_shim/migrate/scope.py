@@ -31,6 +31,8 @@ class BaseScope:
         self.env: Dict[str, Taint] = {}
         self.kinds: Dict[str, Kind] = {}
         self.local_funcs: Dict[str, FuncInfo] = {}
+        # ask = functools.partial(engine.predict, ...): name -> the partial's call node
+        self.partials: Dict[str, ast.Call] = {}
         self.returned: Taint = CLEAN
         self.returned_kind: Kind = K.EMPTY
         # a generator's yields: what iterating over its call gives

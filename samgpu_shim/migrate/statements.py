@@ -10,7 +10,7 @@ from . import kinds as K
 from .calls import Calls
 from .index import FuncInfo
 from .kinds import CLEAN, Kind, Positions
-from .names import Taint, tensor_guard, words
+from .names import Taint, dotted_name, tensor_guard, words
 from .operations import effect, row
 
 
@@ -31,6 +31,12 @@ class Scope(Calls):
             for target in node.targets:
                 if isinstance(node.value, ast.Call):
                     node.value._samgpu_unpack = target  # type: ignore[attr-defined]
+            value = node.value
+            if isinstance(value, ast.Call) and value.args and (dotted_name(value.func) or "").split(".")[-1] == \
+                    "partial" and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+                self.partials[node.targets[0].id] = value  # its calls are calls of value.args[0]
+            elif len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+                self.partials.pop(node.targets[0].id, None)
             t, k = self.eval(node.value)
             self.written_value = node.value
             for target in node.targets:
