@@ -294,3 +294,29 @@ def test_fix_without_libcst(tmp_path):
     assert "status 0" in proc.stdout
     assert "predictor.predict(box=b, as_numpy=True)" in src.read_text()
     shutil.rmtree(tmp_path)
+
+
+def test_predict_handed_over_as_a_value_is_left_for_a_hand_fix(tmp_path, capsys):
+    """run_in_threadpool(p.predict, ...) and functools.partial(p.predict, ...) are sources the audit
+    follows, but --fix edits only a call of predict itself: these are reported, the file is untouched."""
+    source = textwrap.dedent(
+        """
+        import functools
+        import numpy as np
+        from fastapi.concurrency import run_in_threadpool
+        from segment_anything import SamPredictor
+
+        async def endpoint(predictor: SamPredictor, box):
+            masks, scores, _ = await run_in_threadpool(predictor.predict, box=box)
+            ask = functools.partial(predictor.predict, multimask_output=True)
+            m2, s2, _ = ask(box=box)
+            return np.argmax(scores), np.argsort(s2)
+        """
+    )
+    path = tmp_path / "app.py"
+    path.write_text(source, encoding="utf-8")
+    status = command.main([str(tmp_path)], fix=True)
+    out = capsys.readouterr().out
+    assert path.read_text(encoding="utf-8") == source
+    assert out.count("needs a hand fix") == 2 and "pinned 0 predict call(s)" in out
+    assert status == 1  # the findings remain

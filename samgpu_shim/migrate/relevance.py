@@ -73,7 +73,8 @@ class _Names:
                         self.name_loads.add(node.id)
                     elif top_level:
                         self.name_stores.add(node.id)
-        self.calls_source = not self.calls.isdisjoint(PREDICT_METHODS)
+        # a predict call, or predict handed over as a value (run_in_threadpool(p.predict, ...), partial)
+        self.calls_source = not (self.calls.isdisjoint(PREDICT_METHODS) and self.attr_loads.isdisjoint(PREDICT_METHODS))
 
     @staticmethod
     def _item(node: ast.AST, into: Set[str]) -> None:
