@@ -54,6 +54,7 @@ class Op:
     fix: str
     numpy: str = WORKS  # on the numpy result (the reference); raises for tensor-only code (.cpu())
     reported: bool = True  # False: runs, and the audit follows the value on instead of reporting the line
+    cpu_numpy1: str = ""  # the cpu column under numpy 1.x, where it differs (value-based casting)
 
     @property
     def breaks_on_cuda(self) -> bool:
@@ -209,7 +210,8 @@ OPS: Tuple[Op, ...] = (
     Op("1 - mask", "operator", ("1-bool", "bool-1", "-bool"), RAISES, RAISES, UNCAUGHT, "1 - m[0]",
        "torch refuses - on bool tensors", "~mask, or mask.to(torch.uint8) first"),
     Op("np.float64 / tensor", "operator", ("npscalar",), DIFFERS, DIFFERS, DEVICE, "np.float64(2.0) / s",
-       "a float32 tensor, where numpy gives float64", "convert first if the float64 matters", reported=False),
+       "a float32 tensor, where numpy gives float64", "convert first if the float64 matters", reported=False,
+       cpu_numpy1=WORKS),  # numpy 1.x casts by value: float32 there too
     Op(".dtype comparison", "operator", ("dtype==",), DIFFERS, DIFFERS, UNCAUGHT, "m.dtype == np.bool_",
        "a torch dtype never equals a numpy or Python type: the test is always False",
        "compare with torch.bool / torch.float32", reported=False),
