@@ -1234,13 +1234,16 @@ add(
     quote(
         MIGRATION,
         "{} of {} at its first run, precision {}%; tuned against D too, it met E: {} of {} at its first run, "
-        "precision {}%; tuned against E, it met F: {} of {} at its first run, precision {}%",
+        "precision {}%; tuned against E, it met F: {} of {} at its first run, precision {}%; tuned against F, "
+        "the audit as it ships met G: {} of {} at its first run, precision {}%",
         BLIND["at"]["e57918e"]["d"]["found"], BLIND["at"]["e57918e"]["d"]["labelled"],
         round(100 * BLIND["at"]["e57918e"]["d"]["precision"]),
         BLIND["at"]["bc4a68d"]["e"]["found"], BLIND["at"]["bc4a68d"]["e"]["labelled"],
         round(100 * BLIND["at"]["bc4a68d"]["e"]["precision"]),
         BLIND["at"]["0b0621c"]["f"]["found"], BLIND["at"]["0b0621c"]["f"]["labelled"],
         round(100 * BLIND["at"]["0b0621c"]["f"]["precision"]),
+        BLIND["at"]["4cfcf35"]["g"]["found"], BLIND["at"]["4cfcf35"]["g"]["labelled"],
+        round(100 * BLIND["at"]["4cfcf35"]["g"]["precision"]),
         source="audit-blind-cpu2.json",
     )
 )
