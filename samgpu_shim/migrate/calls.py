@@ -12,7 +12,7 @@ from .expressions import Value
 from .index import ClassInfo, FuncInfo
 from .kinds import CLEAN, Elements, Keys, Kind, Positions
 from .library_calls import Args, LibraryCalls
-from .names import Taint, as_numpy_kw, last_name, words
+from .names import Taint, as_numpy_kw, last_name, stand_in, words
 from .operations import (
     CHANNEL_GET,
     CHANNEL_PUT,
@@ -33,38 +33,8 @@ CALL_THROUGH = frozenset({"fastapi.concurrency.run_in_threadpool", "starlette.co
 
 
 def _through(node: ast.Call) -> ast.Call:
-    """``run_in_threadpool(f, a, k=v)`` as ``f(a, k=v)``, one node per call site."""
-    made = getattr(node, "_samgpu_through", None)
-    if made is None:
-        made = ast.Call(func=node.args[0], args=node.args[1:], keywords=node.keywords)
-        ast.copy_location(made, node)
-        made.end_lineno, made.end_col_offset = node.end_lineno, node.end_col_offset
-        node._samgpu_through = made  # type: ignore[attr-defined]
-    return made
-
-
-def _partial_call(node: ast.Call, partial: ast.Call) -> ast.Call:
-    """``ask(x=1)`` for ``ask = functools.partial(f, a, k=2)`` as ``f(a, k=2, x=1)``, one node per site."""
-    made = getattr(node, "_samgpu_partial", None)
-    if made is None or made[0] is not partial:
-        call = ast.copy_location(ast.Call(func=partial.args[0], args=[*partial.args[1:], *node.args],
-                                          keywords=[*partial.keywords, *node.keywords]), node)
-        call.end_lineno, call.end_col_offset = node.end_lineno, node.end_col_offset
-        made = node._samgpu_partial = (partial, call)  # type: ignore[attr-defined]
-    return made[1]
-
-
-def _dispatch(node: ast.Call, i: int, name: str) -> ast.Call:
-    """``table[key](args)`` as ``name(args)`` for the table's i-th function, one node per site."""
-    made = getattr(node, "_samgpu_dispatch", None)
-    if made is None:
-        made = node._samgpu_dispatch = {}  # type: ignore[attr-defined]
-    if i not in made:
-        func = ast.copy_location(ast.Name(id=name, ctx=ast.Load()), node)
-        call = ast.copy_location(ast.Call(func=func, args=node.args, keywords=node.keywords), node)
-        call.end_lineno, call.end_col_offset = node.end_lineno, node.end_col_offset
-        made[i] = call
-    return made[i]
+    """``run_in_threadpool(f, a, k=v)`` (and ``pool.submit``) as ``f(a, k=v)``."""
+    return stand_in(node, "through", lambda: (node.args[0], node.args[1:], node.keywords))
 
 
 # (function to run, bound to its instance, class constructed, self context passed)
@@ -88,13 +58,17 @@ class Calls(LibraryCalls):
         if qualified in CALL_THROUGH and node.args and not isinstance(node.args[0], ast.Starred):
             return self._call(_through(node))
         if isinstance(func, ast.Name) and func.id in self.partials:
-            return self._call(_partial_call(node, self.partials[func.id]))
+            # ask(x=1) for ask = functools.partial(f, a, k=2): f(a, k=2, x=1)
+            partial = self.partials[func.id]
+            return self._call(stand_in(node, ("partial", id(partial)), lambda: (
+                partial.args[0], [*partial.args[1:], *node.args], [*partial.keywords, *node.keywords])))
         if isinstance(func, ast.Subscript) and isinstance(func.value, ast.Name):
             table = self._function_table(func.value.id)
             if table:  # ENCODERS[fmt](mask): each function of the table may run
                 taint, kind = CLEAN, K.EMPTY
-                for i, name in enumerate(table):
-                    t, k = self._call(_dispatch(node, i, name))
+                for name in table:
+                    t, k = self._call(stand_in(node, ("table", name), lambda name=name: (
+                        ast.Name(id=name, ctx=ast.Load()), node.args, node.keywords)))
                     taint, kind = taint | t, K.join(kind, k)
                 return taint, None if kind == K.EMPTY else kind
         target = self._project_callable(func, recv_t, recv_k)
@@ -163,13 +137,8 @@ class Calls(LibraryCalls):
         taint = frozenset().union(*(t for _, t, _ in args)) if args else CLEAN
         names = [*cls.field_order[:len(node.args)], *(kw.arg for kw in node.keywords)]  # type: ignore[union-attr]
         for name, (_, t, k) in zip(names, args):
-            if name is None or len(node.args) > len(cls.field_order):  # type: ignore[union-attr]
-                continue
-            have_t, have_k = cls.fields.get(name, (CLEAN, K.EMPTY))  # type: ignore[union-attr]
-            merged = K.join(have_k, k)
-            if t - have_t or merged != have_k:
-                cls.fields[name] = (have_t | t, merged)  # type: ignore[union-attr]
-                self.p.changed = True
+            if name is not None and len(node.args) <= len(cls.field_order):  # type: ignore[union-attr]
+                self.p.share(cls.fields, name, t, k)  # type: ignore[union-attr]
         return taint, f"class:{cls.name}"  # type: ignore[union-attr]
 
     def _args(self, node: ast.Call) -> Args:
@@ -296,7 +265,7 @@ class Calls(LibraryCalls):
         if attr in CHANNEL_GET:
             name = last_name(func.value)
             if name in self.p.channels and not isinstance(recv_k, (Keys, Elements)):
-                return self.p.channels[name], self.p.channel_kinds.get(name)
+                return self.p.channels[name]
         if attr == "__setitem__" and arg_taint:
             self.bind_into(func.value, arg_taint)
         if recv_t:
@@ -365,10 +334,5 @@ class Calls(LibraryCalls):
         name = last_name(channel)
         if not name:
             return
-        known = self.p.channel_kinds.get(name, K.EMPTY)
-        merged = K.join(known, kind)
-        if taint - self.p.channels.get(name, CLEAN) or merged != self.p.channel_kinds.get(name):
-            self.p.channels[name] = self.p.channels.get(name, CLEAN) | taint
-            self.p.channel_kinds[name] = merged
-            self.p.changed = True
+        self.p.share(self.p.channels, name, taint, kind)
 

@@ -8,7 +8,7 @@ from typing import Optional, Tuple
 
 from . import kinds as K
 from .kinds import CLEAN, Elements, Keys, Kind, Positions
-from .names import Taint, dotted_name, tensor_guard, words
+from .names import Taint, dotted_name, stand_in, tensor_guard, words
 from .operations import METADATA, effect, operator_row, row
 from .scope import BaseScope
 
@@ -188,7 +188,8 @@ class Expressions(BaseScope):
             getter = self.p.method(cls, node.attr)
             if getter is not None and _is_property(getter.node):
                 # self.current_mask: the property's getter runs, on this self
-                return self._run_project(_getter_call(node), (getter, True, None, is_self))
+                call = stand_in(node, "getter", lambda: (node, [], []))
+                return self._run_project(call, (getter, True, None, is_self))
             if not is_self and node.attr not in cls.attrs and node.attr not in cls.attr_kinds:
                 # a field no method writes (a dataclass's): what it was built with
                 if node.attr in cls.fields and not any(f.name == "__init__" for f in cls.methods.values()):
@@ -227,7 +228,9 @@ class Expressions(BaseScope):
             getter = self.p.method(cls, "__getitem__")
             if getter is not None:  # self[i]: the class's __getitem__ runs
                 is_self = isinstance(base, ast.Name) and self.kind_of(base.id) == K.SELF
-                return self._run_project(_item_call(node), (getter, True, None, is_self))
+                call = stand_in(node, "item", lambda: (
+                    ast.Attribute(value=base, attr="__getitem__", ctx=ast.Load()), [key], []))
+                return self._run_project(call, (getter, True, None, is_self))
         bt, bk = self._eval(base)
         kt, kk = self._eval(key)
         self._index_check(node, bt, bk, kt, kk)
@@ -235,7 +238,7 @@ class Expressions(BaseScope):
         shared = self.state_key(base, key)
         if shared is not None and shared in self.p.keyed and not (isinstance(bk, Keys) and bk.get(constant)):
             # the key's own values (the dict's other keys may hold results)
-            return self.p.keyed[shared], self.p.keyed_kinds.get(shared)
+            return self.p.keyed[shared]
         if isinstance(bk, Positions):
             if isinstance(key, ast.Constant) and isinstance(key.value, int) and -len(bk) <= key.value < len(bk):
                 return bk[key.value]
@@ -339,27 +342,6 @@ def _is_property(func: ast.AST) -> bool:
     return any((isinstance(d, ast.Name) and d.id in ("property", "cached_property"))
                or (isinstance(d, ast.Attribute) and d.attr == "cached_property")
                for d in getattr(func, "decorator_list", ()))
-
-
-def _getter_call(node: ast.Attribute) -> ast.Call:
-    """``obj.prop`` as the call of its getter, one node per site."""
-    made = getattr(node, "_samgpu_getter", None)
-    if made is None:
-        made = ast.copy_location(ast.Call(func=node, args=[], keywords=[]), node)
-        made.end_lineno, made.end_col_offset = node.end_lineno, node.end_col_offset
-        node._samgpu_getter = made  # type: ignore[attr-defined]
-    return made
-
-
-def _item_call(node: ast.Subscript) -> ast.Call:
-    """``obj[key]`` as ``obj.__getitem__(key)``, one node per site."""
-    made = getattr(node, "_samgpu_item", None)
-    if made is None:
-        func = ast.copy_location(ast.Attribute(value=node.value, attr="__getitem__", ctx=ast.Load()), node)
-        made = ast.copy_location(ast.Call(func=func, args=[node.slice], keywords=[]), node)
-        made.end_lineno, made.end_col_offset = node.end_lineno, node.end_col_offset
-        node._samgpu_item = made  # type: ignore[attr-defined]
-    return made
 
 
 def _negative_step(key: ast.AST) -> bool:

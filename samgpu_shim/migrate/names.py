@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ast
 import re
-from typing import FrozenSet, List, Optional, Set, Tuple
+from typing import Any, Callable, Dict, FrozenSet, List, Optional, Sequence, Set, Tuple
 
 # The taint of a value: the ids of the predict calls it may come from.
 Taint = FrozenSet[int]
@@ -77,3 +77,20 @@ def target_names(target: ast.AST) -> List[str]:
 def as_numpy_kw(call: ast.Call) -> Optional[ast.keyword]:
     return next((kw for kw in call.keywords if kw.arg == "as_numpy"), None)
 
+
+def stand_in(site: ast.AST, tag: Any, make: Callable[[], Tuple[ast.expr, Sequence[ast.expr], Sequence[ast.keyword]]]
+             ) -> ast.Call:
+    """The call that stands in for ``site`` (``obj.prop`` as its getter's call,
+    ``run_in_threadpool(f, a)`` as ``f(a)``...): ``make()`` gives its function,
+    arguments and keywords. One node per site and ``tag``, made once, at the
+    site's position: what the analysis keeps per call node stays attached to it."""
+    made: Dict[Any, ast.Call] = site.__dict__.setdefault("_samgpu_stand_ins", {})
+    call = made.get(tag)
+    if call is None:
+        func, args, keywords = make()
+        if not hasattr(func, "lineno"):
+            ast.copy_location(func, site)
+        call = ast.copy_location(ast.Call(func=func, args=list(args), keywords=list(keywords)), site)
+        call.end_lineno, call.end_col_offset = site.end_lineno, site.end_col_offset  # type: ignore[attr-defined]
+        made[tag] = call
+    return call

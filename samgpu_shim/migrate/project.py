@@ -45,8 +45,7 @@ class Project:
         # statements the analysis could not follow: "path:line" -> why
         self.skipped: Dict[str, str] = {}
         # queues and pipes by name: what one thread puts, another gets
-        self.channels: Dict[str, Taint] = {}
-        self.channel_kinds: Dict[str, Kind] = {}
+        self.channels: Dict[str, Tuple[Taint, Kind]] = {}
         # state dicts handed from callback to callback (Gradio's gr.State, a
         # session dict): ``state["mask"] = masks[0]`` in one function is read
         # as ``state["mask"]`` in another, matched by parameter name and key
@@ -56,8 +55,7 @@ class Project:
         # module globals that functions fill in place (a notebook's ``state.update(...)``
         # in a callback, read by later cells): (module path, name) -> (taint, kind)
         self.mutated: Dict[Tuple[str, str], Tuple[Taint, Kind]] = {}
-        self.keyed: Dict[str, Taint] = {}
-        self.keyed_kinds: Dict[str, Kind] = {}
+        self.keyed: Dict[str, Tuple[Taint, Kind]] = {}
         # the receiver of each predict call: (path, line, col) -> how it is known
         self.receivers: Dict[Tuple[str, int, int], Set[str]] = {}
         # modules not scanned that results reach: module -> {(path, line): taint}
@@ -140,6 +138,15 @@ class Project:
                 rows.append(f"{path}:{number}" if cell is None else f"{path}:cell {cell}:{number}")
             out[module] = rows
         return out
+
+    def share(self, table: Dict[Any, Tuple[Taint, Kind]], key: Any, taint: Taint, kind: Kind) -> None:
+        """Join a value into one of the tables bodies share (channels, state dicts,
+        filled globals, dataclass fields); a table that grew asks for another round."""
+        had_t, had_k = table.get(key, (CLEAN, K.EMPTY))
+        now_k = K.join(had_k, kind)
+        if taint - had_t or now_k != had_k:
+            table[key] = (had_t | taint, now_k)
+            self.changed = True
 
     def _defined(self, module: ModuleInfo, name: str, table: str, depth: int = 0) -> Any:
         """``name`` as defined in ``module`` or imported into it from a scanned module

@@ -223,21 +223,6 @@ class BaseScope:
             return None
         return f"{base.id}[{key.value!r}]"
 
-    def _note_state(self, name: str, taint: Taint, kind: Kind) -> None:
-        merged = K.join(self.p.keyed_kinds.get(name, K.EMPTY), kind)
-        if taint - self.p.keyed.get(name, CLEAN) or merged != self.p.keyed_kinds.get(name, K.EMPTY):
-            self.p.keyed[name] = self.p.keyed.get(name, CLEAN) | taint
-            self.p.keyed_kinds[name] = merged
-            self.p.changed = True
-
-    def _note_mutated(self, name: str, taint: Taint, kind: Kind) -> None:
-        key = (self.m.path, name)
-        had_t, had_k = self.p.mutated.get(key, (CLEAN, K.EMPTY))
-        now_k = K.join(had_k, kind)
-        if taint - had_t or now_k != had_k:
-            self.p.mutated[key] = (had_t | taint, now_k)
-            self.p.changed = True
-
     def mutated(self, name: str, taint: Taint, kind: Kind) -> Tuple[Taint, Kind]:
         """A module global as a function filled it in place, joined with what is known here."""
         found = self.p.mutated.get((self.m.path, name))
@@ -256,7 +241,7 @@ class BaseScope:
             self.note_result_key(key.value)
         shared = self.state_key(base, key)
         if shared is not None and (taint or kind is not None):
-            self._note_state(shared, taint, kind)
+            self.p.share(self.p.keyed, shared, taint, kind)
         _, base_kind = self.eval(base, report=False)  # type: ignore[attr-defined]
         if base_kind == K.NUMPY or K.is_tensor(base_kind):
             return  # written into an array (a sink, reported) or a tensor: no new taint there
@@ -298,7 +283,7 @@ class BaseScope:
             else:
                 self.kinds[container.id] = new_kind
             if global_name:
-                self._note_mutated(container.id, current_t | taint, new_kind)
+                self.p.share(self.p.mutated, (self.m.path, container.id), current_t | taint, new_kind)
         elif isinstance(container, (ast.Attribute, ast.Subscript)):
             self.bind(container, current_t | taint, new_kind)
 

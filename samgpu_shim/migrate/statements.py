@@ -38,11 +38,9 @@ class Scope(Calls):
             elif len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
                 self.partials.pop(node.targets[0].id, None)
             t, k = self.eval(node.value)
-            self.written_value = node.value
             for target in node.targets:
-                self._target_sinks(target, t, k)
+                self._target_sinks(target, t, k, node.value)
                 self.bind(target, t, k, node.value)
-            self.written_value = None
         elif isinstance(node, ast.AnnAssign):
             if node.value is not None:
                 t, k = self.eval(node.value)
@@ -165,9 +163,8 @@ class Scope(Calls):
             self.env = {k: t - came_from for k, t in self.env.items()}
             self.kinds[name] = K.NUMPY
 
-    written_value: Optional[ast.AST] = None  # the right-hand side of the assignment being checked
-
-    def _target_sinks(self, target: ast.AST, value: Taint = CLEAN, kind: Kind = None) -> None:
+    def _target_sinks(self, target: ast.AST, value: Taint = CLEAN, kind: Kind = None,
+                      written: Optional[ast.AST] = None) -> None:
         """Sinks inside an assignment target: ``image[mask] = color`` (the index is
         converted), ``volume[z] = mask`` (the value is)."""
         if isinstance(target, ast.Subscript):
@@ -176,13 +173,13 @@ class Scope(Calls):
             if kt and not bt and kk != K.SCALAR and (bk is None or bk == K.NUMPY):
                 op = row("ndarray[mask] = v")
                 self.report(target, op.name, effect(op), op.why, op.fix, kt)
-            elif value and not bt and bk == K.NUMPY and kind != K.SCALAR and not _one_score(self.written_value):
+            elif value and not bt and bk == K.NUMPY and kind != K.SCALAR and not _one_score(written):
                 op = row("ndarray[i] = mask")
                 self.report(target, op.name, effect(op), op.why, op.fix, value)
         elif isinstance(target, (ast.Tuple, ast.List)):
             parts = kind if isinstance(kind, Positions) and len(kind) == len(target.elts) else None
             for i, elt in enumerate(target.elts):
-                self._target_sinks(elt, parts[i][0] if parts else CLEAN, parts[i][1] if parts else None)
+                self._target_sinks(elt, parts[i][0] if parts else CLEAN, parts[i][1] if parts else None, written)
 
     def bind_iteration(self, target: ast.AST, iterable: ast.AST, taint: Taint, kind: Kind) -> None:
         if isinstance(iterable, ast.Call) and isinstance(iterable.func, ast.Name):
