@@ -85,6 +85,9 @@ FC, FCG, FAST, BF16 = (
     "shim, CUDA frame, fast encoder",
     "shim, CUDA frame, bf16 autocast",
 )
+# vit_h's fast-compile warm-up (run 27), quoted on several pages rounded to tens of seconds
+WARMUP27 = fig("vit_h fast-compile warm-up s (run 27)", fr(FR27, FC, "first_call_ms") / 1000,
+               shown=str(round(fr(FR27, FC, "first_call_ms") / 1e4) * 10))
 FR_UP = "upstream (numpy frame, host preprocessing)"
 RUN8 = {(r["model"], row["path"]): row for r in load("frames-h100-run8.json")["results"] for row in r["rows"]}
 R8_UP = "upstream (numpy frame, PIL resize)"
@@ -190,11 +193,7 @@ add(
     quote(
         README,
         "`fast-compile` adds `torch.compile` (about {} s of warm-up for vit_h on an H100)",
-        fig(
-            "vit_h fast-compile warm-up s (run 27)",
-            fr(FR27, FC, "first_call_ms") / 1000,
-            shown=str(round(fr(FR27, FC, "first_call_ms") / 1e4) * 10),
-        ),
+        WARMUP27,
         source=FR27,
     )
 )
@@ -1031,17 +1030,12 @@ add(
 )
 for _template in ("(about {} s before the first frame, :doc:`images`)",
                   "``torch.compile``'s warm-up (about {} s for vit_h"):
-    add(quote(IGT, _template, fig("vit_h fast-compile warm-up s (run 27)", fr(FR27, FC, "first_call_ms") / 1000,
-                                  shown=str(round(fr(FR27, FC, "first_call_ms") / 1e4) * 10)), source=FR27))
+    add(quote(IGT, _template, WARMUP27, source=FR27))
 add(
     quote(
         SERVING,
         "compiles for about {} s before it answers",
-        fig(
-            "vit_h fast-compile warm-up s (run 27)",
-            fr(FR27, FC, "first_call_ms") / 1000,
-            shown=str(round(fr(FR27, FC, "first_call_ms") / 1e4) * 10),
-        ),
+        WARMUP27,
         source=FR27,
     )
 )
