@@ -272,21 +272,19 @@ add(
         source=PROFILE,
     )
 )
+# run 24: vit_h's graph mode against torch.compile of the same work, quoted on two pages
+RUN24_COMPILE = (
+    fig("run 24: vit_h GRAPH p50", r24("vit_h", GRAPH), 3),
+    fig("run 24: vit_h torch.compile p50",
+        b("graphs-h100-run24-sam.json", "vit_h", "torch.compile reduce-overhead (reference)"), 3),
+    fig("run 24: vit_h compile s",
+        bench_result("graphs-h100-run24-sam.json", "vit_h")["compiled_reference"]["compile_ms"] / 1000, 1),
+)
 add(
     quote(
         BENCH,
         'Graph mode {} ms p50, ``torch.compile(mode="reduce-overhead")`` of the same work {} ms ({} s to compile)',
-        fig("run 24: vit_h GRAPH p50", r24("vit_h", GRAPH), 3),
-        fig(
-            "run 24: vit_h torch.compile p50",
-            b("graphs-h100-run24-sam.json", "vit_h", "torch.compile reduce-overhead (reference)"),
-            3,
-        ),
-        fig(
-            "run 24: vit_h compile s",
-            bench_result("graphs-h100-run24-sam.json", "vit_h")["compiled_reference"]["compile_ms"] / 1000,
-            1,
-        ),
+        *RUN24_COMPILE,
         source="graphs-h100-run24-sam.json",
     )
 )
@@ -634,17 +632,7 @@ add(
     quote(
         GRAPHS,
         "graph mode {} ms p50, the compiled work {} ms, compiling took {} s,",
-        fig("run 24: vit_h GRAPH p50", r24("vit_h", GRAPH), 3),
-        fig(
-            "run 24: vit_h torch.compile p50",
-            b("graphs-h100-run24-sam.json", "vit_h", "torch.compile reduce-overhead (reference)"),
-            3,
-        ),
-        fig(
-            "run 24: vit_h compile s",
-            bench_result("graphs-h100-run24-sam.json", "vit_h")["compiled_reference"]["compile_ms"] / 1000,
-            1,
-        ),
+        *RUN24_COMPILE,
         source="graphs-h100-run24-sam.json",
     )
 )
