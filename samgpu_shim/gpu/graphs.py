@@ -43,7 +43,7 @@ import torch
 from .. import _config
 
 _logger = logging.getLogger("samgpu_shim")
-_capture_lock = threading.Lock()
+_capture_lock = threading.RLock()
 # One warm-up stream per device, for every capture. cuBLAS keeps a workspace
 # (32 MiB on an H100/H200) for each stream it has run on, for the life of the
 # process: a new stream per capture left one more workspace behind each time
@@ -205,7 +205,10 @@ def _capture(work: Work, statics: List[torch.Tensor], device: torch.device) -> _
             work.run(inputs, statics)
     torch.cuda.current_stream(device).wait_stream(side)
     graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph, capture_error_mode="thread_local"):
+    # Captured on the warm-up stream too: cuBLAS's workspace for it was made
+    # during the warm-up, outside any graph's pool (captured on torch's own
+    # capture stream, the first graph's pool would keep that workspace alive).
+    with torch.cuda.graph(graph, stream=side, capture_error_mode="thread_local"):
         outputs = tuple(work.run(inputs, statics))
     capture_ms = (time.perf_counter() - started) * 1e3
     nbytes = max(torch.cuda.memory_allocated(device) - before, 0)

@@ -420,7 +420,7 @@ class _CapturedEncoder:
                     module(self.static_in)
             torch.cuda.current_stream(device).wait_stream(side)
             self.graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(self.graph, capture_error_mode="thread_local"):
+            with torch.cuda.graph(self.graph, stream=side, capture_error_mode="thread_local"):
                 self.static_out = module(self.static_in)
 
     def __call__(self, x: torch.Tensor) -> Any:
@@ -451,8 +451,11 @@ class GraphedEncoder:
         key = (tuple(x.shape), x.dtype, x.device, torch.is_autocast_enabled("cuda"))
         entry = graphs.get(key)
         if entry is None:
+            from .graphs import _capture_lock
+
             try:
-                entry = _CapturedEncoder(module, x)
+                with _capture_lock:  # captures share the device's one warm-up stream
+                    entry = _CapturedEncoder(module, x)
             except Exception as exc:  # capture is not possible here: eager, as before
                 entry = _FAILED
                 reason = f"{type(module).__name__}: {type(exc).__name__}: {exc}"

@@ -1,7 +1,8 @@
 """Graph mode's memory once its cache is full: ``pytest -m gpu tests/gpu/test_graph_memory_gpu.py``.
 
 More prompt signatures than the cache holds, cycled as the IGT soak does
-(issue #27: 33 MB more allocated per eviction on an H200, run 35). Once the
+(issue #27: 33 MB more allocated per capture on an H200, runs 35 and 37:
+cuBLAS's workspace for each new warm-up stream). Once the
 cache is full, each capture must give back what the evicted graph held:
 ``memory_allocated`` is the same at the end of every round, and no private
 pool (CUDA graph pool) of an evicted graph keeps an allocated block. The
@@ -51,12 +52,6 @@ def _live_pools():
     return dict(live)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "issue #27, open: on the H200 (run 37) allocated memory grew by about 33 MB per capture, outside the "
-    "graphs' private pools, with or without the release on eviction (docs/results/leak-probe-h200-run37-*.log): "
-    "the size of cuBLAS's per-stream workspace on Hopper, and each capture warmed up on a new stream. Captures "
-    "now share one warm-up stream per device; not yet run on a GPU. Strict: if that was the cause this XPASSes "
-    "(and fails) until the marker goes"))
 @pytest.mark.parametrize("placement", ["device", "host"])  # the soak's device prompts; numpy ones
 def test_evicted_graphs_give_their_memory_back(graphs, placement):
     from segment_anything import SamPredictor
