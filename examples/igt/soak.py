@@ -101,6 +101,15 @@ def _percentile(values: List[float], q: float) -> Optional[float]:
     return round(float(np.percentile(values, q)), 3) if values else None
 
 
+def _by_minute(per_frame: Dict[int, float], fps: float) -> List[Dict[str, Any]]:
+    """p50 and p99 of a per-frame value, minute by minute of the schedule."""
+    minutes: Dict[int, List[float]] = {}
+    for k, v in per_frame.items():
+        minutes.setdefault(int(k / (fps * 60)), []).append(v)
+    return [{"minute": m, "frames": len(v), "p50": _percentile(v, 50), "p99": _percentile(v, 99)}
+            for m, v in sorted(minutes.items())]
+
+
 def _write(path: Path, data: Dict[str, Any]) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(data, indent=1))
@@ -147,6 +156,7 @@ class Sources:
     def results(self) -> Dict[str, Any]:
         sent: List[int] = []
         latency: Dict[int, float] = {}
+        lag: Dict[int, float] = {}
         unsent: List[int] = []
         for segment in self.segments:
             try:
@@ -158,7 +168,8 @@ class Sources:
             sent.extend(data["sent"])
             unsent.extend(data["unsent"])
             latency.update({int(k): v for k, v in data["latency_ms"].items()})
-        return {"sent": sent, "latency_ms": latency, "unsent": unsent}
+            lag.update({int(k): v for k, v in data.get("send_lag_ms", {}).items()})
+        return {"sent": sent, "latency_ms": latency, "unsent": unsent, "send_lag_ms": lag}
 
 
 def run(args: argparse.Namespace) -> Dict[str, Any]:
@@ -280,6 +291,13 @@ def summarise(args: argparse.Namespace, environment: Dict[str, Any], samples: Li
         "bad_messages": c.bad_messages, "framing_lost": c.framing_lost,
         "e2e_p50_ms": _percentile(latencies, 50), "e2e_p99_ms": _percentile(latencies, 99),
         "e2e_max_ms": round(max(latencies), 3) if latencies else None,
+        # Each minute's end-to-end p50/p99 (frames by id: the schedule's minute),
+        # and how late the source itself sent (its own scheduling, not the loop).
+        "e2e_by_minute": _by_minute(results["latency_ms"], args.fps),
+        "source_send_lag_ms": {"p50": _percentile(list(results["send_lag_ms"].values()), 50),
+                               "p99": _percentile(list(results["send_lag_ms"].values()), 99),
+                               "max": max(results["send_lag_ms"].values(), default=None)},
+        "source_send_lag_by_minute": _by_minute(results["send_lag_ms"], args.fps),
         "answered_per_s": round(len(answered) / wall, 2) if wall else None,
         "signatures_used": len(getattr(loop, "used", {})),
         "graph_cache_max": cache_max, "graph_captures": samples[-1]["captures"] if samples else 0,

@@ -62,6 +62,7 @@ class Record:
     replies: Dict[int, Dict[str, float]] = field(default_factory=dict)  # frame id -> reply type -> time
     packets: Dict[int, dict] = field(default_factory=dict)
     unsent: List[int] = field(default_factory=list)  # no client connected at that moment
+    lag_ms: Dict[int, float] = field(default_factory=dict)  # frame id -> sent this late after its slot
     connections: int = 0
     refused: int = 0  # connections from a peer not in allowed_peers
 
@@ -183,10 +184,12 @@ class FrameServer:
         for i, k in enumerate(range(first, first + count)):
             if self._stop.is_set():
                 break
-            delay = start + i * period - time.perf_counter()
+            due = start + i * period
+            delay = due - time.perf_counter()
             if delay > 0:
                 time.sleep(delay)
-            self.send_frame(k)
+            if self.send_frame(k):
+                self.record.lag_ms[k] = round((self.record.sent[k] - due) * 1e3, 3)
             if self.lockstep:
                 with self._answered:
                     self._answered.wait_for(lambda k=k: len(self.record.replies.get(k, ())) == 2,
@@ -322,7 +325,8 @@ def main() -> None:
     if args.json:
         with open(args.json, "w") as fh:
             json.dump({"latency_ms": latencies, "packets": server.record.packets,
-                       "unsent": server.record.unsent, "sent": sorted(server.record.sent)}, fh)
+                       "unsent": server.record.unsent, "sent": sorted(server.record.sent),
+                       "send_lag_ms": server.record.lag_ms}, fh)
     server.close()
 
 

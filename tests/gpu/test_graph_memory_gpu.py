@@ -63,6 +63,7 @@ def test_evicted_graphs_give_their_memory_back(graphs, placement):
     predictor = SamPredictor(build_sam("tiny", device=device))
     predictor.set_image(torch.from_numpy(synthetic_image(H, W, seed=1)).to(device))
     rng = np.random.default_rng(0)
+    fallbacks = shim.graph_stats()["fallbacks"]  # the counters are the process's (the fault tests add some)
     logits = None
     ends = []
     enabled = gc.isenabled()
@@ -92,7 +93,7 @@ def test_evicted_graphs_give_their_memory_back(graphs, placement):
             gc.enable()
     stats = shim.graph_stats()
     assert stats["cached_graphs"] == CACHE and stats["evictions"] >= 3 * len(SIGNATURES)
-    assert stats["fallbacks"] == 0
+    assert stats["fallbacks"] == fallbacks
     mb = [round(e / 2**20, 2) for e in ends]
     # Round 1 warms up (the first captures, cuBLAS workspaces); from round 2 on
     # nothing may grow. One evicted graph's static outputs alone are ~2 MB.
