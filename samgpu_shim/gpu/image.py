@@ -408,7 +408,7 @@ class _CapturedEncoder:
     def __init__(self, module: Any, example: torch.Tensor) -> None:
         self.static_in = example.clone()
         device = example.device
-        from .graphs import capturing, warmup_stream
+        from .graphs import warmup_stream
 
         side = warmup_stream(device)  # one per device: cuBLAS keeps a workspace per stream
         side.wait_stream(torch.cuda.current_stream(device))
@@ -420,7 +420,7 @@ class _CapturedEncoder:
                     module(self.static_in)
             torch.cuda.current_stream(device).wait_stream(side)
             self.graph = torch.cuda.CUDAGraph()
-            with capturing(self.graph, side):
+            with torch.cuda.graph(self.graph, stream=side, capture_error_mode="thread_local"):
                 self.static_out = module(self.static_in)
 
     def __call__(self, x: torch.Tensor) -> Any:
