@@ -1494,3 +1494,113 @@ add(
 NOT_MEASUREMENTS += [(r"32 MiB on\s+Hopper|pool of 32 side streams|the 16-minute soak|the 16 the issue",
                       "cuBLAS's and PyTorch's documented sizes; the issue's duration")]
 
+
+# --- run 38: the probe after the warm-up stream fix, the 16-minute soak; run 39 --
+_P38 = [json.loads(line) for line in log("leak-probe-h200-run38.log").splitlines() if line.startswith('{"round')]
+_P38_END = [[row for row in _P38 if row["round"] == r][-1] for r in (0, 1)]
+_P37_30 = next(row for row in _PROBE if row["captures"] == 30)
+assert _P38_END[0]["reserved_mb"] == _P38_END[1]["reserved_mb"] and not any(row["orphan_pools"] for row in _P38)
+add(
+    quote(
+        IGT,
+        "the end of the first round {} MB and at the end of the second {} MB ({} MB after {} captures in run 37), "
+        "reserved {} MB at both ends,",
+        _P38_END[0]["allocated_mb"], _P38_END[1]["allocated_mb"], _P37_30["allocated_mb"], _P37_30["captures"],
+        _P38_END[1]["reserved_mb"], source="leak-probe-h200-run38.log",
+    )
+)
+SOAK38 = load("igt-soak-h200-run38.json")
+_S38, _E38, _T38 = SOAK38["summary"], SOAK38["environment"], SOAK38["samples"]
+add(
+    quote(
+        IGT,
+        "a cache of {}, {} prompt signatures, the source restarted every {} minutes;",
+        _E38["graph_cache_size"], _E38["signatures"], round(_E38["restart_every_s"] / 60),
+        source="igt-soak-h200-run38.json",
+    )
+)
+add(
+    quote(
+        IGT,
+        "{} frames sent, {} answered ({} on time, {} late), {} dropped, {} errors, {} unaccounted, in {} s; end to "
+        "end p50 {} ms, p99 {} ms, at most {} ms; {} captures and {} evictions, the cache never above {}.",
+        _S38["frames_sent"], _S38["answered"], _S38["answered_on_time"], _S38["answered_late"], _S38["dropped"],
+        _S38["errors"], _S38["unaccounted"], _S38["wall_s"], _S38["e2e_p50_ms"], _S38["e2e_p99_ms"],
+        _S38["e2e_max_ms"], _S38["graph_captures"], _S38["graph_evictions"], _S38["graph_cache_max"],
+        source="igt-soak-h200-run38.json",
+    )
+)
+_BY_MINUTE38: dict = {}
+for _s in _T38:
+    _BY_MINUTE38.setdefault(int(_s["t_s"] // 60), []).append(_s)
+_FLOOR38 = {min(s["cuda_allocated_mb"] for s in v) for m, v in _BY_MINUTE38.items() if m >= 3}
+assert len(_FLOOR38) == 1 and min(s["cuda_allocated_mb"] for s in _BY_MINUTE38[2]) > min(_FLOOR38)
+_STEP38 = next(s["t_s"] for s in _T38 if s["t_s"] >= _S38["steady_from_s"] and s["cuda_reserved_mb"] > 3000)
+_AFTER38 = [s["cuda_reserved_mb"] for s in _T38 if s["t_s"] >= _STEP38]
+add(
+    quote(
+        IGT,
+        "Allocated device memory returns to {} MB in every minute from the fourth on (the samples above it, up to {} "
+        "MB, are frames in flight when the sample was taken); reserved stays between {} and {} MB from {} s on (it "
+        "rose once, at {} s); host RSS went from {} to {} MB. The summary's least-squares slopes say otherwise "
+        "(allocated {} MB/h, reserved {} MB/h): they fit the in-flight samples and the step at {} s,",
+        min(_FLOOR38), max(s["cuda_allocated_mb"] for s in _T38), min(_AFTER38), max(_AFTER38), round(_STEP38),
+        round(_STEP38), _S38["first"]["rss_mb"], _S38["last"]["rss_mb"], _S38["slopes"]["cuda_allocated_mb_per_hour"],
+        _S38["slopes"]["cuda_reserved_mb_per_hour"], round(_STEP38), source="igt-soak-h200-run38.json",
+    )
+)
+_EARLY38 = sorted(s["loop_p50_ms"] for s in _T38 if s["t_s"] < 9 * 60)
+_MID38 = [s["loop_p50_ms"] for s in _T38 if 11 * 60 <= s["t_s"] < 15 * 60]
+_LAST38 = [s["loop_p50_ms"] for s in _T38 if s["reconnects"] == _S38["reconnects"]]
+assert sum(v > 40 for v in _MID38) == 2 and len(_EARLY38) - 2 == len([v for v in _EARLY38 if v <= _EARLY38[-3]])
+add(
+    quote(
+        IGT,
+        "The loop's median over each {} s sample was {} to {} ms in all but two samples of the first nine minutes, "
+        "then rose ({} to {} ms from the twelfth minute to the fifteenth, and {} and {} ms in two samples) and was "
+        "back at {} to {} ms after the last restart; slope {} ms/h. {}% of the frames were answered after the {} ms "
+        "deadline (run 35, {} minutes with a restart every minute: {} of {}).",
+        round(_T38[1]["t_s"] - _T38[0]["t_s"]), f(_EARLY38[0], 1), f(_EARLY38[-3], 1), f(min(_MID38), 1),
+        f(max(v for v in _MID38 if v <= 40), 1), *(f(v, 1) for v in sorted(v for v in _MID38 if v > 40)),
+        f(min(_LAST38), 1), f(max(_LAST38), 1), _S38["slopes"]["loop_p50_ms_per_hour"],
+        f(100 * _S38["answered_late"] / _S38["frames_sent"], 1), round(_E38["deadline_ms"]),
+        SOAK35["environment"]["minutes"], _S35["answered_late"], _S35["frames_sent"],
+        source="igt-soak-h200-run38.json",
+    )
+)
+SOAK39 = load("igt-soak-h200-run39-no-empty-cache.json")
+_S39 = SOAK39["summary"]
+add(
+    quote(
+        IGT,
+        "in run 39 it sent each frame at most {} ms after its slot (p99 {} ms, rendering included;",
+        _S39["source_send_lag_ms"]["max"], _S39["source_send_lag_ms"]["p99"],
+        source="igt-soak-h200-run39-no-empty-cache.json",
+    )
+)
+add(
+    quote(
+        IGT,
+        "the captures, one every {} s in this stress (a shape change with {} shapes for {} places)",
+        round(_E38["shape_every_frames"] / _E38["fps"]), _E38["signatures"], _E38["graph_cache_size"],
+        source="igt-soak-h200-run38.json",
+    )
+)
+add(
+    quote(
+        IGT,
+        "``docs/results/igt-soak-h200-run39-no-empty-cache.json``, {} minutes): {} of {} frames late, and reserved "
+        "memory grew from {} to {} MB,",
+        f(_S39["wall_s"] / 60, 1), _S39["answered_late"], _S39["frames_sent"], _S39["first"]["cuda_reserved_mb"],
+        _S39["last"]["cuda_reserved_mb"], source="igt-soak-h200-run39-no-empty-cache.json",
+    )
+)
+_PROGRESS38 = "".join(m.group(1) for m in re.finditer(r"^(\S+)\s+\[ *\d+%\]$", log("gpu-tests-h200-run38.log"), re.M))
+add(
+    quote(
+        IGT,
+        "(``docs/results/gpu-tests-h200-run38.log``): {} passed, {} skipped, {} failed, both",
+        _PROGRESS38.count("."), _PROGRESS38.count("s"), _PROGRESS38.count("F"), source="gpu-tests-h200-run38.log",
+    )
+)
+add(quote(RELIABILITY, "GPU run 38 ({} minutes)", round(_E38["minutes"]), source="igt-soak-h200-run38.json"))
