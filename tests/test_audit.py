@@ -694,3 +694,30 @@ def test_closures_partials_map_lambdas_and_static_methods():
             return np.percentile(areas, 5), Tool.polygons(masks[0])
         """
     ) == [(7, ".astype()"), (11, "np.any()"), (17, "np.percentile()")]
+
+
+def test_a_global_rebound_in_a_callback_is_read_by_other_functions():
+    # Gradio/Tk apps: ``global last_mask; last_mask = masks[i]`` in one handler,
+    # read by an export handler; a local of the same name elsewhere is not it.
+    assert _ops(
+        """
+        import numpy as np
+        from PIL import Image
+        last_mask = None
+        def on_click(sam, pts):
+            global last_mask
+            masks, scores, _ = sam.predict(point_coords=pts, point_labels=None)
+            last_mask = masks[0]
+        def export_png(path):
+            if last_mask is None:
+                return
+            Image.fromarray((last_mask * 255).astype(np.uint8)).save(path)
+        def cutout():
+            return np.argwhere(last_mask)
+        def unrelated(last_mask):
+            return last_mask.astype(np.uint8)
+        def shadow():
+            last_mask = np.zeros((4, 4))
+            return last_mask.astype(np.uint8)
+        """
+    ) == [(12, ".astype()"), (14, "np.argwhere()")]

@@ -40,6 +40,9 @@ class _Names:
         self.items_read: Set[str] = set()
         self.filled: Set[str] = set()  # containers filled in place by name (a global dict, a list)
         self.top_level = top_level
+        nodes = list(nodes)
+        # ``global name`` in a function: its stores bind the module's global
+        declared = {n for top in nodes for node in ast.walk(top) if isinstance(node, ast.Global) for n in node.names}
         for top in nodes:
             for node in ast.walk(top):
                 if isinstance(node, ast.Call):
@@ -71,7 +74,7 @@ class _Names:
                 elif isinstance(node, ast.Name):
                     if not isinstance(node.ctx, ast.Store):
                         self.name_loads.add(node.id)
-                    elif top_level:
+                    elif top_level or node.id in declared:
                         self.name_stores.add(node.id)
         # a predict call, or predict handed over as a value (run_in_threadpool(p.predict, ...), partial)
         self.calls_source = not (self.calls.isdisjoint(PREDICT_METHODS) and self.attr_loads.isdisjoint(PREDICT_METHODS))
