@@ -721,3 +721,24 @@ def test_a_global_rebound_in_a_callback_is_read_by_other_functions():
             return last_mask.astype(np.uint8)
         """
     ) == [(12, ".astype()"), (14, "np.argwhere()")]
+
+
+def test_a_function_of_the_package_imported_relatively(tmp_path):
+    # ``from . import segment`` names no module in its text: the relevance
+    # pass must still follow it to the package's __init__.
+    pkg = tmp_path / "segsvc"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text(
+        "from segment_anything import SamPredictor\n"
+        "def segment(image, predictor: SamPredictor):\n"
+        "    predictor.set_image(image)\n"
+        "    return predictor.predict(point_coords=None)\n"
+    )
+    (pkg / "app.py").write_text(
+        "import numpy as np\n"
+        "from . import segment\n"
+        "def route(image, predictor):\n"
+        "    masks, scores, _ = segment(image, predictor)\n"
+        "    return masks.astype(np.uint8)\n"
+    )
+    assert {(Path(p).name, line, op) for p, _, line, op in _found(tmp_path)} == {("app.py", 5, ".astype()")}

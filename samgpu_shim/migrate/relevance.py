@@ -152,7 +152,8 @@ def relevant(modules: Iterable[ModuleInfo]) -> Set[int]:
         if module.name in reached:
             return True
         # the text must name a reached module before its imports are worth reading
-        if module.identifiers.isdisjoint(r.rsplit(".", 1)[-1] for r in reached):
+        # (or import relatively: ``from . import segment`` names no module)
+        if module.identifiers.isdisjoint(r.rsplit(".", 1)[-1] for r in reached) and "from ." not in module.source:
             return False
         return any(_same(i, r) for i in _imports(module) for r in reached)
 
