@@ -742,3 +742,23 @@ def test_a_function_of_the_package_imported_relatively(tmp_path):
         "    return masks.astype(np.uint8)\n"
     )
     assert {(Path(p).name, line, op) for p, _, line, op in _found(tmp_path)} == {("app.py", 5, ".astype()")}
+
+
+def test_sam2_and_sam3_masks_are_float_so_bool_only_operations_run():
+    # SAM 2's predict (and SAM 3's predict_inst, through SAM 2's predictor) return
+    # float32 0/1 masks, upstream and under the shim: mean() and 1 - m run there.
+    assert _ops(
+        """
+        from sam2.sam2_image_predictor import SAM2ImagePredictor
+        from segment_anything import SamPredictor
+        def two(p: SAM2ImagePredictor, pts):
+            masks, scores, _ = p.predict(point_coords=pts)
+            return float(masks[0].mean()), 1 - masks[0]
+        def three(model, state, box):
+            masks, scores, _ = model.predict_inst(state, box=box)
+            return float(masks[0].mean())
+        def one(p: SamPredictor, pts):
+            masks, scores, _ = p.predict(point_coords=pts)
+            return float(masks[0].mean()), 1 - masks[0]
+        """
+    ) == [(12, ".mean()"), (12, "1 - mask")]

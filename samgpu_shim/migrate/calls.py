@@ -80,12 +80,13 @@ class Calls(LibraryCalls):
         if attr in PREDICT_METHODS:
             if self.is_source(node, getattr(node, "_samgpu_unpack", None), recv_k):
                 sid = self.p.source_id(self.m.path, node)
-                self.p.note_receiver(self.m.path, node, self.receiver(node, recv_k))
+                receiver = self.receiver(node, recv_k)
+                self.p.note_receiver(self.m.path, node, receiver)
                 for kw, (_, _, kind) in zip(node.keywords, args[len(node.args):]):
                     if kw.arg is None and not (isinstance(kind, Keys) and kind.get("'as_numpy'") is None):
                         # **kwargs that may hold as_numpy already: --fix leaves the call alone
                         self.p.note_receiver(self.m.path, node, f"forwards:{ast.unparse(kw.value)}")
-                return self.source_kind(node, sid)
+                return self.source_kind(node, sid, receiver)
             if as_numpy_kw(node) is not None:
                 # pinned already (by hand or by --fix): what --fix checks after editing
                 self.p.note_receiver(self.m.path, node, self.receiver(node, recv_k))

@@ -376,12 +376,16 @@ class BaseScope:
                 return True
         return False
 
-    def source_kind(self, call: ast.Call, sid: int) -> Tuple[Taint, Kind]:
+    def source_kind(self, call: ast.Call, sid: int, receiver: str = "name") -> Tuple[Taint, Kind]:
         """The value of a source call: SAM's (masks, scores, logits), lists of them for
-        the batch methods."""
+        the batch methods. Masks are boolean but for SAM 2 and SAM 3 (whose
+        predictors, and so the shim, return them as float 0/1)."""
         taint = frozenset({sid})
-        logits = any(k.arg == "return_logits" and not (isinstance(k.value, ast.Constant) and not k.value.value)
-                     for k in call.keywords)
+        float_masks = call.func.attr.startswith("predict_inst") or (  # type: ignore[attr-defined]
+            receiver.startswith("patched:") and receiver[8:].split(".")[0] in ("sam2", "sam3"))
+        logits = float_masks or any(
+            k.arg == "return_logits" and not (isinstance(k.value, ast.Constant) and not k.value.value)
+            for k in call.keywords)
         parts: Tuple[Kind, ...] = (K.TORCH if logits else K.MASK, K.TORCH, K.TORCH)
         if call.func.attr.endswith("batch"):  # type: ignore[attr-defined]
             parts = tuple(Elements((p,)) for p in parts)

@@ -74,7 +74,7 @@ def on_undo(state):
 
 def on_invert(state):
     if state["mask"] is not None:
-        state["mask"] = 1 - state["mask"]  # expect: 1 - mask
+        state["mask"] = 1 - state["mask"]
     return render(state["image"], state["mask"], state["points"], state["labels"]), state
 
 

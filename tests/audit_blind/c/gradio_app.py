@@ -58,7 +58,7 @@ def on_click(image, state, mode, evt: gr.SelectData):
     best = int(scores.argmax())
     state["logits"] = logits[best][None]
     state["mask"], state["masks"], state["scores"] = masks[best], masks, scores
-    coverage = 100.0 * masks[best].mean()  # expect: mean
+    coverage = 100.0 * masks[best].mean()
     vis = overlay_mask(state["image"], masks[best])
     return vis, state, f"score {scores[best]:.3f} | {coverage:.1f}% of the image"
 
