@@ -762,3 +762,27 @@ def test_sam2_and_sam3_masks_are_float_so_bool_only_operations_run():
             return float(masks[0].mean()), 1 - masks[0]
         """
     ) == [(12, ".mean()"), (12, "1 - mask")]
+
+
+def test_a_predictor_from_a_contextmanager_and_host_arrays_from_simpleitk():
+    # ``with loaded(...) as predictor``: the generator's one yield; the atlas is
+    # numpy (SimpleITK.GetArrayFromImage), so ``mask & atlas`` breaks, while a
+    # whole-array reduction of it is a numpy scalar, which a tensor adds.
+    assert _ops(
+        """
+        from contextlib import contextmanager
+        import SimpleITK as sitk
+        from segment_anything import SamPredictor
+        @contextmanager
+        def loaded(model):
+            yield SamPredictor(model)
+        def dice(a, b):
+            denom = a.sum() + b.sum()
+            return float(2.0 * (a & b).sum() / denom)
+        def run(model, path):
+            atlas = sitk.GetArrayFromImage(sitk.ReadImage(path)) == 6
+            with loaded(model) as predictor:
+                masks, scores, _ = predictor.predict(box=None)
+                return dice(masks[0], atlas[0])
+        """
+    ) == [(10, "mask * ndarray")]

@@ -285,6 +285,9 @@ class Calls(LibraryCalls):
         if recv_k not in (K.PREDICTOR, K.TORCH, K.OTHER) and not K.prefixed(recv_k, "patched") and \
                 self.numpy_helper(node, attr, arg_taint):
             return CLEAN, K.NUMPY
+        if recv_k == K.NUMPY and attr in ("max", "min", "sum", "mean", "any", "all", "prod", "std") and \
+                not node.args and not node.keywords:
+            return CLEAN, K.NPSCALAR  # a whole-array reduction: a numpy scalar (t + it runs)
         if recv_k == K.NUMPY and attr in ("reshape", "copy", "astype", "transpose", "squeeze", "flatten", "ravel",
                                           "clip", "view", "max", "min", "sum", "resize", "crop", "convert"):
             return CLEAN, K.NUMPY

@@ -23,6 +23,7 @@ from .operations import (
     NUMPY_NOT_CALLS,
     NUMPY_PLAIN,
     NUMPY_PRODUCERS,
+    NUMPY_RETURNING,
     NUMPY_SCALARS,
     PASS_THROUGH_CALLS,
     PATH_FUNCTIONS,
@@ -67,6 +68,8 @@ class LibraryCalls(Expressions):
         if top in JSON_MODULES and short in ("dumps", "dump") and any(kw.arg in ("default", "cls")
                                                                       for kw in node.keywords):
             return CLEAN, None  # the caller serialises tensors itself
+        if qualified in NUMPY_RETURNING and not arg_taint:
+            return CLEAN, K.NUMPY
         op = call_row(qualified, shown)
         if op is not None:
             if arg_taint:

@@ -103,6 +103,10 @@ NUMPY_SCALARS = frozenset({"float16", "float32", "float64", "int8", "int16", "in
 NUMPY_NOT_CALLS = frozenset({"ndarray", "dtype", "generic", "newaxis", "pi", "e", "inf", "nan"})
 # Libraries whose results are numpy arrays (an ndarray operand or indexed base).
 NUMPY_PRODUCERS = frozenset({"numpy", "cv2", "imageio", "tifffile", "skimage", "scipy"})
+# Functions of other libraries that return a host array (a value known to be
+# numpy makes ``tensor & it`` or ``it[tensor]`` a finding).
+NUMPY_RETURNING = frozenset({"SimpleITK.GetArrayFromImage", "SimpleITK.GetArrayViewFromImage",
+                             "rasterio.plot.reshape_as_image", "pycocotools.mask.decode"})
 # Libraries the scan knows without reading them: torch and friends keep
 # tensors; the rest are in the table or harmless to hand a tensor to.
 TENSOR_LIBRARIES = frozenset({"torch", "torchvision", "kornia", "einops", "torchmetrics", "lightning",

@@ -74,6 +74,8 @@ class Scope(Calls):
         elif isinstance(node, (ast.With, ast.AsyncWith)):
             for item in node.items:
                 t, k = self.eval(item.context_expr)
+                if isinstance(k, K.Elements) and isinstance(item.context_expr, ast.Call):
+                    k = K.element(k)  # a generator in ``with``: a @contextmanager's one yield
                 if item.optional_vars is not None:
                     self.bind(item.optional_vars, t, k)
             self.run(node.body)
