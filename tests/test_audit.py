@@ -786,3 +786,26 @@ def test_a_predictor_from_a_contextmanager_and_host_arrays_from_simpleitk():
                 return dice(masks[0], atlas[0])
         """
     ) == [(10, "mask * ndarray")]
+
+
+def test_a_base_class_method_runs_the_subclass_override():
+    # Template method: the base's run() calls self.propose(), which a subclass
+    # overrides with a predict call; what run() hands on is that result too.
+    assert _ops(
+        """
+        import numpy as np
+        class Source:
+            def propose(self, image, box):
+                return np.zeros(image.shape[:2], bool)
+            def run(self, image, box):
+                return self.propose(image, box)
+            def outline(self, image, box):
+                return self.run(image, box).astype(np.uint8)
+        class SamSource(Source):
+            def __init__(self, predictor):
+                self.predictor = predictor
+            def propose(self, image, box):
+                masks, scores, _ = self.predictor.predict(box=box)
+                return masks[0]
+        """
+    ) == [(9, ".astype()")]

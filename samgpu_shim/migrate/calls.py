@@ -4,7 +4,7 @@ and what it does to containers and channels."""
 from __future__ import annotations
 
 import ast
-from typing import Optional, Tuple
+from typing import List, Optional, Tuple
 
 from . import kinds as K
 from .entry_points import PREDICT_METHODS, REGISTRY
@@ -73,7 +73,12 @@ class Calls(LibraryCalls):
                 return taint, None if kind == K.EMPTY else kind
         target = self._project_callable(func, recv_t, recv_k)
         if target is not None:
-            return self._run_project(node, target)
+            taint, kind = self._run_project(node, target)
+            for override in self._overrides(func, target):
+                # self.propose(...) in a base class runs a subclass's propose too
+                t, k = self._run_project(node, override)
+                taint, kind = taint | t, K.join(kind, k)
+            return taint, kind
         args = self._args(node)
         arg_taint = frozenset().union(*(t for _, t, _ in args)) if args else CLEAN
         attr = func.attr if isinstance(func, ast.Attribute) else ""
@@ -124,6 +129,18 @@ class Calls(LibraryCalls):
         if made is None:
             made = self.p.forks.get(qualified)
         return (CLEAN, K.patched(made)) if made else None
+
+    def _overrides(self, func: ast.AST, target: Target) -> List[Target]:
+        """For ``self.m(...)`` in a class: the scanned subclasses' own ``m``."""
+        if not (isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name) and self.cls is not None
+                and target[0] is not None and self.kind_of(func.value.id) == K.SELF):
+            return []
+        out: List[Target] = []
+        for cls in self.p.subclasses(self.cls):
+            m = cls.methods.get(func.attr)
+            if m is not None and m is not target[0] and m.is_method:
+                out.append((m, True, None, False))
+        return out
 
     def _run_project(self, node: ast.Call, target: Target) -> Value:
         func, bound_self, cls, pass_context = target

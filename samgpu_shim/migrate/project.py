@@ -64,6 +64,7 @@ class Project:
         self.forks: Dict[str, str] = {}
         self.by_name: Dict[str, ModuleInfo] = {}
         self.by_class: Dict[str, ClassInfo] = {}
+        self._subclasses: Dict[int, List[ClassInfo]] = {}
         self.by_method: Dict[str, List[FuncInfo]] = {}
         for m in modules:
             self.by_name.setdefault(m.name, m)
@@ -182,6 +183,26 @@ class Project:
             scanned = self.cls(cls.module, name) if "." not in name else None
             out.append((cls.module.qualify(name) or name, scanned if scanned is not cls else None))
         return out
+
+    def subclasses(self, cls: ClassInfo) -> List[ClassInfo]:
+        """The scanned classes derived from ``cls``, at any depth."""
+        found = self._subclasses.get(id(cls))
+        if found is None:
+            found = []
+            for other in {id(c): c for c in self.by_class.values()}.values():
+                seen, todo = set(), [other]
+                while todo:
+                    c = todo.pop()
+                    if id(c) in seen:
+                        continue
+                    seen.add(id(c))
+                    parents = [p for _, p in self.base_classes(c) if p is not None]
+                    if any(p is cls for p in parents) and other is not cls:
+                        found.append(other)
+                        break
+                    todo.extend(parents)
+            self._subclasses[id(cls)] = found
+        return found
 
     def method(self, cls: ClassInfo, name: str, depth: int = 0) -> Optional[FuncInfo]:
         if name in cls.methods:
