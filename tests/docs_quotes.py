@@ -1217,7 +1217,8 @@ add(
         MIGRATION,
         "{} of {} at its first run, precision {}%; tuned against D too, it met E: {} of {} at its first run, "
         "precision {}%; tuned against E, it met F: {} of {} at its first run, precision {}%; tuned against F, "
-        "the audit as it ships met G: {} of {} at its first run, precision {}%",
+        "the audit as it shipped met G: {} of {} at its first run, precision {}%; and with one more pattern (a "
+        "global rebound in a callback, from G's misses) it met H: {} of {} at its first run, precision {}%.",
         BLIND["at"]["e57918e"]["d"]["found"], BLIND["at"]["e57918e"]["d"]["labelled"],
         round(100 * BLIND["at"]["e57918e"]["d"]["precision"]),
         BLIND["at"]["bc4a68d"]["e"]["found"], BLIND["at"]["bc4a68d"]["e"]["labelled"],
@@ -1226,6 +1227,8 @@ add(
         round(100 * BLIND["at"]["0b0621c"]["f"]["precision"]),
         BLIND["at"]["4cfcf35"]["g"]["found"], BLIND["at"]["4cfcf35"]["g"]["labelled"],
         round(100 * BLIND["at"]["4cfcf35"]["g"]["precision"]),
+        BLIND["at"]["bc0bc9f"]["h"]["found"], BLIND["at"]["bc0bc9f"]["h"]["labelled"],
+        round(100 * BLIND["at"]["bc0bc9f"]["h"]["precision"]),
         source="audit-blind-cpu2.json",
     )
 )
