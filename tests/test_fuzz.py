@@ -41,8 +41,13 @@ def _fuzz(tmp_path, harness, seeds, runs):
     pytest.importorskip("atheris", reason="atheris is not installed (Linux only)")
     seed_dir = corpus.write(tmp_path / "corpus", seeds)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
-    proc = subprocess.run([sys.executable, str(FUZZ / harness), *FLAGS, f"-runs={runs}", "-seed=1",
-                           f"-artifact_prefix={tmp_path}/", str(seed_dir)],
+    # Through a shell that forks: a child exec'd straight from this process
+    # inherits its peak RSS (Linux keeps ru_maxrss across exec), and in a long
+    # test session that peak alone is over -rss_limit_mb: libFuzzer would
+    # report an out-of-memory before its first input.
+    command = [sys.executable, str(FUZZ / harness), *FLAGS, f"-runs={runs}", "-seed=1",
+               f"-artifact_prefix={tmp_path}/", str(seed_dir)]
+    proc = subprocess.run(["sh", "-c", '"$@"; exit $?', "sh", *command],
                           capture_output=True, text=True, timeout=600, cwd=tmp_path, env=env)
     crashes = [p.name for p in tmp_path.iterdir() if p.name.startswith(("crash-", "oom-", "timeout-"))]
     assert proc.returncode == 0 and not crashes, f"{crashes}\n{proc.stderr[-4000:]}"
