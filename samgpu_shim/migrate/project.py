@@ -65,6 +65,7 @@ class Project:
         self.by_name: Dict[str, ModuleInfo] = {}
         self.by_class: Dict[str, ClassInfo] = {}
         self._subclasses: Dict[int, List[ClassInfo]] = {}
+        self._by_base_name: Optional[Dict[str, List[ClassInfo]]] = None
         self.by_method: Dict[str, List[FuncInfo]] = {}
         for m in modules:
             self.by_name.setdefault(m.name, m)
@@ -187,21 +188,26 @@ class Project:
     def subclasses(self, cls: ClassInfo) -> List[ClassInfo]:
         """The scanned classes derived from ``cls``, at any depth."""
         found = self._subclasses.get(id(cls))
-        if found is None:
-            found = []
-            for other in {id(c): c for c in self.by_class.values()}.values():
-                seen, todo = set(), [other]
-                while todo:
-                    c = todo.pop()
-                    if id(c) in seen:
-                        continue
-                    seen.add(id(c))
-                    parents = [p for _, p in self.base_classes(c) if p is not None]
-                    if any(p is cls for p in parents) and other is not cls:
-                        found.append(other)
-                        break
-                    todo.extend(parents)
-            self._subclasses[id(cls)] = found
+        if found is not None:
+            return found
+        if self._by_base_name is None:
+            # classes by the last name of each base, as written: the candidates to resolve
+            self._by_base_name = {}
+            for c in {id(c): c for c in self.by_class.values()}.values():
+                for node in c.base_nodes:
+                    name = (dotted_name(node) or "").rsplit(".", 1)[-1]
+                    if name:
+                        self._by_base_name.setdefault(name, []).append(c)
+        found = []
+        todo, seen = [cls], {id(cls)}
+        while todo:
+            parent = todo.pop()
+            for child in self._by_base_name.get(parent.name, ()):
+                if id(child) not in seen and any(p is parent for _, p in self.base_classes(child)):
+                    seen.add(id(child))
+                    found.append(child)
+                    todo.append(child)
+        self._subclasses[id(cls)] = found
         return found
 
     def method(self, cls: ClassInfo, name: str, depth: int = 0) -> Optional[FuncInfo]:

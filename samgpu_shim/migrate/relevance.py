@@ -16,6 +16,7 @@ predict call costs its parsing and nothing more.
 from __future__ import annotations
 
 import ast
+import re
 from typing import Dict, Iterable, List, Set, Tuple
 
 from .entry_points import PREDICT_METHODS
@@ -118,6 +119,26 @@ def _imports(module: ModuleInfo) -> Set[str]:
     return out
 
 
+_RELATIVE = re.compile(r"^\s*from\s+(\.+)([\w.]*)\s+import\s+\(?([\w\s,]+)", re.M)
+
+
+def _relative_imports(module: ModuleInfo) -> Set[str]:
+    """What a module's relative imports name (``from . import a`` in pkg: ``pkg``
+    and ``pkg.a``), from its text alone: cheaper than its syntax tree."""
+    if "from ." not in module.source:
+        return set()
+    package = module.name if module.is_package else module.name.rpartition(".")[0]
+    out = set()
+    for dots, rest, names in _RELATIVE.findall(module.source):
+        parts = package.split(".") if package else []
+        parts = parts[: max(len(parts) - (len(dots) - 1), 0)]
+        base = ".".join(p for p in parts + [rest] if p)
+        if base:
+            out.add(base)
+            out.update(f"{base}.{n.split()[0]}" for n in names.split(",") if n.strip())
+    return out
+
+
 def _same(a: str, b: str) -> bool:
     """One module, as far as the scan root lets names tell (``app.utils`` and ``utils``)."""
     return a == b or a.endswith("." + b) or b.endswith("." + a)
@@ -152,9 +173,9 @@ def relevant(modules: Iterable[ModuleInfo]) -> Set[int]:
         if module.name in reached:
             return True
         # the text must name a reached module before its imports are worth reading
-        # (or import relatively: ``from . import segment`` names no module)
-        if module.identifiers.isdisjoint(r.rsplit(".", 1)[-1] for r in reached) and "from ." not in module.source:
-            return False
+        if module.identifiers.isdisjoint(r.rsplit(".", 1)[-1] for r in reached):
+            # ``from . import segment`` names no module: its targets, read from the text
+            return any(_same(i, r) for i in _relative_imports(module) for r in reached)
         return any(_same(i, r) for i in _imports(module) for r in reached)
 
     def imported_by_reached(module: ModuleInfo) -> bool:
