@@ -275,6 +275,7 @@ def summarise(args: argparse.Namespace, environment: Dict[str, Any], samples: Li
     accounted = set().union(*fates.values())
     overlaps = sum(len(a & b) for i, a in enumerate(fates.values()) for b in list(fates.values())[i + 1:])
     latencies = list(results["latency_ms"].values())
+    lags = list(results["send_lag_ms"].values())
     late = sum(v > args.deadline_ms for v in latencies)
     steady = [s for s in samples if s["t_s"] >= args.warmup_s] or samples
     t = [s["t_s"] for s in steady]
@@ -294,9 +295,8 @@ def summarise(args: argparse.Namespace, environment: Dict[str, Any], samples: Li
         # Each minute's end-to-end p50/p99 (frames by id: the schedule's minute),
         # and how late the source itself sent (its own scheduling, not the loop).
         "e2e_by_minute": _by_minute(results["latency_ms"], args.fps),
-        "source_send_lag_ms": {"p50": _percentile(list(results["send_lag_ms"].values()), 50),
-                               "p99": _percentile(list(results["send_lag_ms"].values()), 99),
-                               "max": max(results["send_lag_ms"].values(), default=None)},
+        "source_send_lag_ms": {"p50": _percentile(lags, 50), "p99": _percentile(lags, 99),
+                               "max": max(lags, default=None)},
         "source_send_lag_by_minute": _by_minute(results["send_lag_ms"], args.fps),
         "answered_per_s": round(len(answered) / wall, 2) if wall else None,
         "signatures_used": len(getattr(loop, "used", {})),

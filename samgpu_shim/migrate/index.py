@@ -22,6 +22,13 @@ _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _ANNOTATION_WRAPPERS = frozenset({"Optional", "Union", "Annotated", "Final", "ClassVar"})
 
 
+def relative_base(package: str, level: int, module: str) -> str:
+    """The module ``from <level dots><module> import ...`` names, in ``package``."""
+    parts = package.split(".") if package else []
+    parts = parts[: max(len(parts) - (level - 1), 0)]
+    return ".".join(p for p in parts + [module] if p)
+
+
 class FuncInfo:
     """A function or method of the scanned code."""
 
@@ -42,6 +49,15 @@ class FuncInfo:
         self.is_method = cls is not None and "staticmethod" not in decorators
         self.is_classmethod = "classmethod" in decorators
         self._array_params: Optional[Set[str]] = None
+        self._global_names: Optional[FrozenSet[str]] = None
+
+    @property
+    def global_names(self) -> FrozenSet[str]:
+        """The names the body declares ``global`` (its stores bind the module's)."""
+        if self._global_names is None:
+            self._global_names = frozenset(n for node in ast.walk(self.node) if isinstance(node, ast.Global)
+                                           for n in node.names)
+        return self._global_names
 
     @property
     def name(self) -> str:
@@ -160,11 +176,16 @@ class ModuleInfo:
                     self.nested[f"{func.name}.<locals>.{inner.name}.{inner.lineno}"] = FuncInfo(inner, self, None)
 
     @property
+    def package(self) -> str:
+        """The package a relative import in this module starts from."""
+        return self.name if self.is_package else self.name.rpartition(".")[0]
+
+    @property
     def aliases(self) -> Dict[str, str]:
         """Local name -> the dotted module, or module.attribute, it was imported as."""
         if self._aliases is None:
             self._aliases = {}
-            package = self.name if self.is_package else self.name.rpartition(".")[0]
+            package = self.package
             for node in ast.walk(self.tree):
                 if isinstance(node, ast.Import):
                     for alias in node.names:
@@ -176,9 +197,7 @@ class ModuleInfo:
                 elif isinstance(node, ast.ImportFrom):
                     base = node.module or ""
                     if node.level:
-                        parts = package.split(".") if package else []
-                        parts = parts[: max(len(parts) - (node.level - 1), 0)]
-                        base = ".".join(p for p in parts + [node.module or ""] if p)
+                        base = relative_base(package, node.level, node.module or "")
                     for alias in node.names:
                         if alias.name != "*" and base:
                             self._aliases[alias.asname or alias.name] = f"{base}.{alias.name}"

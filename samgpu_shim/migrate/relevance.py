@@ -17,10 +17,10 @@ from __future__ import annotations
 
 import ast
 import re
-from typing import Dict, Iterable, List, Set, Tuple
+from typing import Dict, FrozenSet, Iterable, List, Set, Tuple
 
 from .entry_points import PREDICT_METHODS
-from .index import ModuleInfo
+from .index import ModuleInfo, relative_base
 from .names import last_name
 from .operations import CHANNEL_GET, CHANNEL_PUT, CONTAINER_ADDERS
 
@@ -28,7 +28,7 @@ from .operations import CHANNEL_GET, CHANNEL_PUT, CONTAINER_ADDERS
 class _Names:
     """What one body calls, reads and writes, by name."""
 
-    def __init__(self, nodes: Iterable[ast.AST], top_level: bool) -> None:
+    def __init__(self, nodes: Iterable[ast.AST], top_level: bool, declared: FrozenSet[str] = frozenset()) -> None:
         self.calls: Set[str] = set()
         self.attr_loads: Set[str] = set()
         self.attr_stores: Set[str] = set()
@@ -41,9 +41,6 @@ class _Names:
         self.items_read: Set[str] = set()
         self.filled: Set[str] = set()  # containers filled in place by name (a global dict, a list)
         self.top_level = top_level
-        nodes = list(nodes)
-        # ``global name`` in a function: its stores bind the module's global
-        declared = {n for top in nodes for node in ast.walk(top) if isinstance(node, ast.Global) for n in node.names}
         for top in nodes:
             for node in ast.walk(top):
                 if isinstance(node, ast.Call):
@@ -75,7 +72,7 @@ class _Names:
                 elif isinstance(node, ast.Name):
                     if not isinstance(node.ctx, ast.Store):
                         self.name_loads.add(node.id)
-                    elif top_level or node.id in declared:
+                    elif top_level or node.id in declared:  # a global, or one declared ``global`` here
                         self.name_stores.add(node.id)
         # a predict call, or predict handed over as a value (run_in_threadpool(p.predict, ...), partial)
         self.calls_source = not (self.calls.isdisjoint(PREDICT_METHODS) and self.attr_loads.isdisjoint(PREDICT_METHODS))
@@ -102,12 +99,12 @@ def _bodies(module: ModuleInfo) -> List[Body]:
     top = [n for n in module.tree.body if not isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))]
     out: List[Body] = [(module.tree, "", "", _Names(top, True))]
     for func in module.functions.values():
-        out.append((func.node, func.name, "", _Names([func.node], False)))
+        out.append((func.node, func.name, "", _Names([func.node], False, func.global_names)))
     for cls in module.classes.values():
         for method in cls.methods.values():
-            out.append((method.node, method.name, cls.name, _Names([method.node], False)))
+            out.append((method.node, method.name, cls.name, _Names([method.node], False, method.global_names)))
     for func in module.nested.values():
-        out.append((func.node, func.name, "", _Names([func.node], False)))
+        out.append((func.node, func.name, "", _Names([func.node], False, func.global_names)))
     return out
 
 
@@ -127,12 +124,9 @@ def _relative_imports(module: ModuleInfo) -> Set[str]:
     and ``pkg.a``), from its text alone: cheaper than its syntax tree."""
     if "from ." not in module.source:
         return set()
-    package = module.name if module.is_package else module.name.rpartition(".")[0]
     out = set()
     for dots, rest, names in _RELATIVE.findall(module.source):
-        parts = package.split(".") if package else []
-        parts = parts[: max(len(parts) - (len(dots) - 1), 0)]
-        base = ".".join(p for p in parts + [rest] if p)
+        base = relative_base(module.package, len(dots), rest)
         if base:
             out.add(base)
             out.update(f"{base}.{n.split()[0]}" for n in names.split(",") if n.strip())

@@ -124,17 +124,6 @@ class BaseScope:
         return out
 
     # -- binding -----------------------------------------------------------
-    def declared_globals(self) -> frozenset:
-        """The names this function declares ``global``."""
-        if self.func is None:
-            return frozenset()
-        found = getattr(self.func, "_globals", None)
-        if found is None:
-            found = frozenset(n for node in ast.walk(self.func.node) if isinstance(node, ast.Global)
-                              for n in node.names)
-            self.func._globals = found  # type: ignore[attr-defined]
-        return found
-
     def bind(self, target: ast.AST, taint: Taint, kind: Kind, value: Optional[ast.AST] = None) -> None:
         if isinstance(target, ast.Name):
             self.env[target.id] = taint
@@ -142,7 +131,7 @@ class BaseScope:
                 self.kinds[target.id] = kind
             else:
                 self.kinds.pop(target.id, None)
-            if (taint or kind is not None) and target.id in self.declared_globals():
+            if (taint or kind is not None) and self.func is not None and target.id in self.func.global_names:
                 # the module's global, for the functions that read it
                 self.p.share(self.p.mutated, (self.m.path, target.id), taint, kind)
         elif isinstance(target, (ast.Tuple, ast.List)):
