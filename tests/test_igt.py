@@ -373,3 +373,23 @@ def test_the_prompts_hook_is_called_for_one_structure_and_for_several(predictor)
     several.box = torch.tensor([[40.0, 30.0, 220.0, 170.0]]).repeat(3, 1)
     packet, label = several.process(frames[1])
     assert len(packet["objects"]) == 3 and label.shape == SIZE and several.seen[-1][0] == 1
+
+
+def test_frames_rendered_in_a_process_of_their_own_are_the_frames_packed_here():
+    from packing import restamp
+    from source import Phantom
+
+    server = FrameServer(0, 30.0, 6, (48, 64), seed=3)
+    try:
+        server.render_in_process(2, 4, ahead=2)  # fewer places ahead than frames: the renderer waits
+        phantom = Phantom(48, 64, seed=3)
+        for k in range(2, 6):
+            got = server.renderer.take(k)
+            want = image_message(phantom.frame(k)[0][None], FRAME_DEVICE, 0.0, frame_id=k)
+            assert got == want
+            assert restamp(got, 12.5) != got
+        with pytest.raises(RuntimeError, match="None where frame 6 was due"):
+            server.renderer.take(6, timeout=5)  # it ended after frame 5
+    finally:
+        server.close()
+    assert not server.renderer._process.is_alive()

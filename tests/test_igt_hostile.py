@@ -445,7 +445,7 @@ def test_the_soak_runs_detached_and_accounts_for_every_frame(tmp_path):
         proc = subprocess.Popen(
             [sys.executable, str(IGT / "soak.py"), "--model", "tiny", "--size", "96x128", "--fps", "15",
              "--minutes", "0.12", "--restart-every", "2.5", "--shape-every", "4", "--sample-s", "0.5",
-             "--warmup-s", "0", "--out", str(out)],
+             "--warmup-s", "0", "--instrument", "--out", str(out)],
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True, env=env)
     try:
         # Progress can be read while it runs.
@@ -470,5 +470,13 @@ def test_the_soak_runs_detached_and_accounts_for_every_frame(tmp_path):
     assert s["source_restarts"] >= 2 and s["reconnects"] >= 2
     assert s["signatures_used"] >= 10
     assert len(result["samples"]) >= 10 and {"rss_mb", "loop_p99_ms", "cached_graphs"} <= set(result["samples"][0])
-    assert set(s["slopes"]) == {"cuda_allocated_mb_per_hour", "cuda_reserved_mb_per_hour", "rss_mb_per_hour",
-                                "loop_p50_ms_per_hour", "loop_p99_ms_per_hour"}
+    assert {"cuda_allocated_mb_per_hour", "cuda_reserved_mb_per_hour", "rss_mb_per_hour", "loop_p50_ms_per_hour",
+            "loop_p99_ms_per_hour", "steady_loop_p50_ms_per_hour"} <= set(s["slopes"])
+    # Instrumented: each sample has the stages of its frames, frames next to a shape change apart.
+    assert {"stages_set_image_p50_ms_per_hour",
+            "stages_predict_p50_ms_per_hour", "stages_send_p50_ms_per_hour"} <= set(s["slopes"])
+    stages = [x for x in result["samples"] if x.get("stages_p50_ms")]
+    assert len(stages) >= 5 and {"queue", "upload", "set_image", "predict", "packet", "send"} <= set(
+        stages[0]["stages_p50_ms"])
+    assert sum(x["switch_frames"] for x in result["samples"]) >= 10
+    assert result["environment"]["gc"] == "freeze" and result["environment"]["source"] == "process"

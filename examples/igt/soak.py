@@ -28,6 +28,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -116,6 +117,70 @@ def _write(path: Path, data: Dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
+def stage_window(timings: List[Dict[str, Any]], shape_every: int) -> Dict[str, Any]:
+    """One sample's share of the loop's stage timings (``instrument``).
+
+    Frames next to a change of prompt shape (its first two frames: a capture
+    or a replay of another graph) are kept apart: ``steady_*`` and the stage
+    p50s are over the other frames, ``switch_*`` over those."""
+    steady = [t for t in timings if t["frame_id"] % shape_every >= 2]
+    switch = [t for t in timings if t["frame_id"] % shape_every < 2]
+    out: Dict[str, Any] = {
+        "steady_loop_p50_ms": _percentile([t["loop_ms"] for t in steady], 50),
+        "steady_loop_p99_ms": _percentile([t["loop_ms"] for t in steady], 99),
+        "switch_frames": len(switch),
+        "switch_loop_max_ms": round(max(t["loop_ms"] for t in switch), 3) if switch else None,
+        "gc_ms": round(sum(t["gc_ms"] for t in timings), 3),
+    }
+    for key, name in (("stages_ms", "stages"), ("device_ms", "device")):
+        stages = sorted({n for t in steady for n in t[key]})
+        out[name + "_p50_ms"] = {n: _percentile([t[key][n] for t in steady if n in t[key]], 50) for n in stages}
+        out[name + "_p99_ms"] = {n: _percentile([t[key][n] for t in steady if n in t[key]], 99) for n in stages}
+    return out
+
+
+GPU_FIELDS = ("timestamp", "clocks.sm", "clocks.mem", "temperature.gpu", "power.draw", "utilization.gpu")
+
+
+def gpu_log_path(out: Path) -> Path:
+    return out.with_name(out.stem + "-gpu.csv")
+
+
+def start_gpu_log(out: Path) -> Optional[subprocess.Popen]:
+    """nvidia-smi, a process apart, writing clocks, temperature, power and use every 5 s."""
+    if shutil.which("nvidia-smi") is None:
+        return None
+    with open(gpu_log_path(out), "w") as fh:
+        return subprocess.Popen(["nvidia-smi", "--query-gpu=" + ",".join(GPU_FIELDS), "--format=csv,noheader,nounits",
+                                 "-l", "5"], stdout=fh, stderr=subprocess.DEVNULL)
+
+
+def read_gpu_log(path: Path) -> Dict[str, Any]:
+    """Range of each figure over the run (the whole log; first and last minute apart)."""
+    rows = []
+    try:
+        lines = path.read_text().splitlines()
+    except OSError:
+        return {}
+    for line in lines:
+        parts = [p.strip() for p in line.split(",")]
+        if len(parts) != len(GPU_FIELDS):
+            continue
+        try:
+            rows.append([float(v) for v in parts[1:]])
+        except ValueError:
+            continue
+    if not rows:
+        return {}
+    out: Dict[str, Any] = {"readings": len(rows)}
+    for i, name in enumerate(GPU_FIELDS[1:]):
+        values = [r[i] for r in rows]
+        head, tail = values[: max(1, len(values) // 16)], values[-max(1, len(values) // 16):]
+        out[name] = {"min": min(values), "median": float(np.median(values)), "max": max(values),
+                     "first_sixteenth_median": float(np.median(head)), "last_sixteenth_median": float(np.median(tail))}
+    return out
+
+
 def build_predictor(model: str, device: torch.device, size: tuple) -> Any:
     if model.startswith("hiera_"):
         from sam2.sam2_image_predictor import SAM2ImagePredictor
@@ -144,10 +209,12 @@ class Sources:
         command = [sys.executable, str(HERE / "source.py"), "--port", str(self.port), "--fps", str(self.args.fps),
                    "--first", str(first), "--frames", str(frames), "--size", self.args.size, "--json", str(path),
                    "--wait-s", str(self.args.wait_s), "--print-port",
-                   # Rendered as sent: packed ahead, a 180 s segment of 480x640
-                   # would hold 1.7 GB and keep the stream silent for over a minute
-                   # (13 ms a frame here) after every restart.
-                   "--live"]
+                   # Rendered by a process of its own, a few frames ahead: packed
+                   # ahead, a 180 s segment of 480x640 would hold 1.7 GB and keep
+                   # the stream silent for over a minute after every restart;
+                   # rendered as sent (--live, run 38), the source's reply reader
+                   # waits behind each render and CRC.
+                   "--live" if self.args.source == "live" else "--render-process"]
         process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
         self.port = int(process.stdout.readline().split()[-1])
         self.segments.append({"first": first, "frames": frames, "json": str(path), "started": time.time()})
@@ -180,6 +247,8 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
                           cuda_graphs=True if args.graphs else None)
     if args.encoder in ("fast", "fast-compile"):
         samgpu_shim.configure(encoder=args.encoder)
+    if args.graph_cache_size is not None:
+        samgpu_shim.configure(graph_cache_size=args.graph_cache_size)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     workdir = Path(tempfile.mkdtemp(prefix="soak-", dir=out.parent))
@@ -190,7 +259,7 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
     process = sources.start(0, min(per_segment, total_frames))
     h, w = size
     loop = SoakLoop(predictor, port=sources.port, seed_point=(w / 2, h / 2), deadline_ms=args.deadline_ms,
-                    shape_every=args.shape_every, size=size)
+                    shape_every=args.shape_every, size=size, gc_mode=args.gc, instrument=args.instrument)
     # Warm-up on frames of the stream's size (lazy init, cuDNN choices, the first captures).
     from source import Phantom
 
@@ -203,6 +272,7 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
         "restart_every_s": args.restart_every, "shape_every_frames": args.shape_every,
         "signatures": len(loop.signatures), "encoder": args.encoder, "graphs": bool(args.graphs),
         "graph_cache_size": samgpu_shim.graph_stats()["cache_size_per_predictor"], "deadline_ms": args.deadline_ms,
+        "gc": args.gc, "instrument": bool(args.instrument), "source": args.source,
         "device": str(device), "device_name": torch.cuda.get_device_name(device) if device.type == "cuda"
         else platform.machine(), "torch": torch.__version__, "python": platform.python_version(),
         "started": time.strftime("%Y-%m-%d %H:%M:%S"),
@@ -232,6 +302,13 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
             if device.type == "cuda":
                 sample["cuda_allocated_mb"] = round(torch.cuda.memory_allocated(device) / 2**20, 2)
                 sample["cuda_reserved_mb"] = round(torch.cuda.memory_reserved(device) / 2**20, 2)
+            sample["load_1min"] = os.getloadavg()[0]
+            if args.instrument:
+                # Taken out of the loop's list (it would otherwise grow for the whole run).
+                taken = len(loop.timings)
+                timings = loop.timings[:taken]
+                del loop.timings[:taken]
+                sample.update(stage_window(timings, args.shape_every))
             samples.append(sample)
             _write(out, {"status": "running", "environment": environment, "samples": samples})
             print(json.dumps(sample), flush=True)
@@ -239,6 +316,7 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
                 done.set()
                 return
 
+    gpu_log = start_gpu_log(out) if device.type == "cuda" and not args.no_gpu_log else None
     loop.start()
     threading.Thread(target=sampler, daemon=True, name="soak-sampler").start()
     sent_so_far = min(per_segment, total_frames)
@@ -260,8 +338,14 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
         stop.set()
         done.wait(args.sample_s + 30)
         loop.stop()
+        if gpu_log is not None:
+            gpu_log.terminate()
+            gpu_log.wait()
     wall = time.perf_counter() - started
-    return summarise(args, environment, samples, loop, sources, wall)
+    result = summarise(args, environment, samples, loop, sources, wall)
+    if gpu_log is not None:
+        result["summary"]["gpu"] = read_gpu_log(gpu_log_path(out))
+    return result
 
 
 def summarise(args: argparse.Namespace, environment: Dict[str, Any], samples: List[Dict[str, Any]],
@@ -280,7 +364,13 @@ def summarise(args: argparse.Namespace, environment: Dict[str, Any], samples: Li
     steady = [s for s in samples if s["t_s"] >= args.warmup_s] or samples
     t = [s["t_s"] for s in steady]
     slopes = {key + "_per_hour": _slope_per_hour(t, [s.get(key) for s in steady])
-              for key in ("cuda_allocated_mb", "cuda_reserved_mb", "rss_mb", "loop_p50_ms", "loop_p99_ms")}
+              for key in ("cuda_allocated_mb", "cuda_reserved_mb", "rss_mb", "loop_p50_ms", "loop_p99_ms",
+                          "steady_loop_p50_ms", "steady_loop_p99_ms")}
+    # Each stage's p50 (frames away from a prompt shape change), host and device clocks.
+    for group in ("stages_p50_ms", "device_p50_ms"):
+        names = sorted({n for s in steady for n in s.get(group, {})})
+        for n in names:
+            slopes[f"{group[:-7]}_{n}_p50_ms_per_hour"] = _slope_per_hour(t, [s.get(group, {}).get(n) for s in steady])
     cache_max = max((s["cached_graphs"] for s in samples), default=0)
     summary = {
         "wall_s": round(wall, 1), "frames_sent": len(sent), "unsent": len(results["unsent"]),
@@ -329,6 +419,15 @@ def main() -> None:
     parser.add_argument("--deadline-ms", type=float, default=33.0)
     parser.add_argument("--encoder", default="fp32", choices=("fp32", "tf32", "bf16", "fast", "fast-compile"))
     parser.add_argument("--graphs", action="store_true", help="graph mode for predict")
+    parser.add_argument("--graph-cache-size", type=int, help="graphs kept per predictor (default: the shim's, 8)")
+    parser.add_argument("--gc", default="freeze", choices=("freeze", "default"),
+                        help="the loop's collector policy (the demo's default, freeze; default: Python's own)")
+    parser.add_argument("--instrument", action="store_true",
+                        help="each sample gets the stages' p50/p99 (host and CUDA clocks), frames next to a "
+                             "prompt shape change apart")
+    parser.add_argument("--source", default="process", choices=("process", "live"),
+                        help="the source renders frames in a process of its own (default) or as it sends them")
+    parser.add_argument("--no-gpu-log", action="store_true", help="no nvidia-smi log beside --out")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--out", required=True, help="progress and final JSON (rewritten every sample)")
     args = parser.parse_args()

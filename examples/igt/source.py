@@ -15,11 +15,13 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import multiprocessing
+import queue
 import socket
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 from link import BadMessage, LinkBroken, image_message, read_message
@@ -54,6 +56,50 @@ class Phantom:
         speckle = self._speckle[k % 4]
         image = self._background * speckle + np.where(inside, 150.0, 0.0) * (0.6 + 0.4 * speckle)
         return np.clip(image, 0, 255).astype(np.uint8), (cx, cy)
+
+
+def _render_into(out: Any, size: Tuple[int, int], seed: int, first: int, count: int) -> None:
+    """The renderer process: each frame rendered and packed (timestamp 0), in order."""
+    phantom = Phantom(*size, seed=seed)
+    for k in range(first, first + count):
+        image, _ = phantom.frame(k)
+        out.put((k, image_message(image[None], FRAME_DEVICE, 0.0, frame_id=k)))
+    out.put(None)
+
+
+class Renderer:
+    """Frames rendered and packed by a process of their own, a bounded queue ahead.
+
+    Packed ahead in the sending process, a long run would hold every frame
+    in memory (1.7 GB for three minutes of 480x640); packed as sent, the
+    sender holds the interpreter lock for the render and the CRC while its
+    reply-reading thread waits, which delays the replies' timestamps and,
+    when the replies back up on the socket, the loop's own sends. Here the
+    sender only takes the next message and stamps it; at most ``ahead``
+    frames wait (``ahead`` x 0.3 MB at 480x640).
+    """
+
+    def __init__(self, size: Tuple[int, int], seed: int, first: int, count: int, ahead: int = 60) -> None:
+        context = multiprocessing.get_context("spawn")  # no thread of this process is copied into it
+        self._queue: Any = context.Queue(maxsize=ahead)
+        self._process = context.Process(target=_render_into, args=(self._queue, size, seed, first, count),
+                                        daemon=True, name="igt-render")
+        self._process.start()
+
+    def take(self, k: int, timeout: float = 10.0) -> bytes:
+        """Frame ``k``'s packed message (frames are taken in order)."""
+        try:
+            item = self._queue.get(timeout=timeout)
+        except queue.Empty:
+            raise RuntimeError(f"the renderer did not deliver frame {k} within {timeout} s") from None
+        if item is None or item[0] != k:
+            raise RuntimeError(f"the renderer delivered {item and item[0]!r} where frame {k} was due")
+        return item[1]
+
+    def close(self) -> None:
+        if self._process.is_alive():
+            self._process.terminate()
+        self._process.join(timeout=5)
 
 
 @dataclass
@@ -105,10 +151,12 @@ class FrameServer:
         self.host = host
         self.allowed_peers = None if allowed_peers is None else frozenset(allowed_peers)
         self.phantom = Phantom(*size, seed=seed)
+        self.seed = seed
         self.fps, self.frames, self.lockstep, self.lockstep_timeout = fps, frames, lockstep, lockstep_timeout
         self.record = Record()
         self.truth: Dict[int, Tuple[float, float]] = {}
         self._packed: Dict[int, bytes] = {}  # frame id -> message packed ahead of time (prepack)
+        self.renderer: Optional[Renderer] = None  # frames packed by a process of their own (render_in_process)
         self._lock = threading.Lock()
         self._answered = threading.Condition(self._lock)
         self._client: Optional[socket.socket] = None
@@ -210,10 +258,20 @@ class FrameServer:
             self.truth[k] = centre
             self._packed[k] = image_message(image[None], FRAME_DEVICE, 0.0, frame_id=k)
 
+    def render_in_process(self, first: int = 0, count: Optional[int] = None, ahead: int = 60) -> None:
+        """Have frames ``first`` .. ``first + count - 1`` rendered and packed by
+        a process of their own (:class:`Renderer`), ``ahead`` frames at most
+        waiting: bounded memory, and no render in this process."""
+        count = self.frames - first if count is None else count
+        self.renderer = Renderer((self.phantom.height, self.phantom.width), self.seed, first, count, ahead)
+
     def send_frame(self, k: int) -> bool:
         now = time.time()
         if k in self._packed:
             raw = restamp(self._packed.pop(k), now)
+        elif self.renderer is not None:
+            raw = restamp(self.renderer.take(k), now)
+            self.truth[k] = self.phantom.centre(k)
         else:
             image, centre = self.phantom.frame(k)
             self.truth[k] = centre
@@ -275,6 +333,8 @@ class FrameServer:
 
     def close(self) -> None:
         self._stop.set()
+        if self.renderer is not None:
+            self.renderer.close()
         with self._lock:
             client, self._client = self._client, None
         if client is not None:
@@ -307,6 +367,8 @@ def main() -> None:
     parser.add_argument("--print-port", action="store_true", help="first line of output: 'port N'")
     parser.add_argument("--live", action="store_true",
                         help="render and pack each frame when it is sent (default: all ahead of time)")
+    parser.add_argument("--render-process", action="store_true",
+                        help="render and pack in a process of its own, a few frames ahead (long runs)")
     args = parser.parse_args()
     size = tuple(int(v) for v in args.size.lower().split("x"))
     server = FrameServer(args.port, args.fps, args.frames, size, host=args.host,  # type: ignore[arg-type]
@@ -315,7 +377,9 @@ def main() -> None:
         print(f"port {server.port}", flush=True)
     else:
         print(f"listening on {args.host}:{server.port}; waiting for a client", flush=True)
-    if not args.live:  # while the client gets ready
+    if args.render_process:
+        server.render_in_process(args.first, args.frames)
+    elif not args.live:  # while the client gets ready
         server.prepack(args.first, args.frames)
     server.wait_connected(timeout=3600)
     server.stream(args.first, args.frames)
