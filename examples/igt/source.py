@@ -73,10 +73,10 @@ class Renderer:
     Packed ahead in the sending process, a long run would hold every frame
     in memory (1.7 GB for three minutes of 480x640); packed as sent, the
     sender holds the interpreter lock for the render and the CRC while its
-    reply-reading thread waits, which delays the replies' timestamps and,
-    when the replies back up on the socket, the loop's own sends. Here the
-    sender only takes the next message and stamps it; at most ``ahead``
-    frames wait (``ahead`` x 0.3 MB at 480x640).
+    reply-reading thread waits, which delays the frames' sends and the
+    replies' timestamps. Here the sender only takes the next message and
+    stamps it; at most ``ahead`` frames wait (``ahead`` x 0.3 MB at
+    480x640).
     """
 
     def __init__(self, size: Tuple[int, int], seed: int, first: int, count: int, ahead: int = 60) -> None:
@@ -85,13 +85,25 @@ class Renderer:
         self._process = context.Process(target=_render_into, args=(self._queue, size, seed, first, count),
                                         daemon=True, name="igt-render")
         self._process.start()
+        # The first frame is waited for here, before the stream's clock starts:
+        # a process's start (interpreter, numpy, pyigtl) takes a few hundred ms.
+        self._next: Any = self._get(first, timeout=60.0)
+
+    def _get(self, k: int, timeout: float) -> Any:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                return self._queue.get(timeout=min(0.5, max(0.0, deadline - time.monotonic())))
+            except queue.Empty:
+                if not self._process.is_alive():
+                    raise RuntimeError(f"the renderer exited (code {self._process.exitcode}) before frame {k}") from None
+                if time.monotonic() >= deadline:
+                    raise RuntimeError(f"the renderer did not deliver frame {k} within {timeout} s") from None
 
     def take(self, k: int, timeout: float = 10.0) -> bytes:
         """Frame ``k``'s packed message (frames are taken in order)."""
-        try:
-            item = self._queue.get(timeout=timeout)
-        except queue.Empty:
-            raise RuntimeError(f"the renderer did not deliver frame {k} within {timeout} s") from None
+        item = self._next if self._next is not None else self._get(k, timeout)
+        self._next = None
         if item is None or item[0] != k:
             raise RuntimeError(f"the renderer delivered {item and item[0]!r} where frame {k} was due")
         return item[1]
