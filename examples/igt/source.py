@@ -96,7 +96,8 @@ class Renderer:
                 return self._queue.get(timeout=min(0.5, max(0.0, deadline - time.monotonic())))
             except queue.Empty:
                 if not self._process.is_alive():
-                    raise RuntimeError(f"the renderer exited (code {self._process.exitcode}) before frame {k}") from None
+                    code = self._process.exitcode
+                    raise RuntimeError(f"the renderer exited (code {code}) before frame {k}") from None
                 if time.monotonic() >= deadline:
                     raise RuntimeError(f"the renderer did not deliver frame {k} within {timeout} s") from None
 
