@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import re
+
+import numpy as np
 from typing import List
 
 from docs_check import ROOT, Quote, bench_result, bench_rows, f, fig, frame_rows, load, log, pct, quote
@@ -1576,7 +1578,7 @@ _S39 = SOAK39["summary"]
 add(
     quote(
         IGT,
-        "in run 39 it sent each frame at most {} ms after its slot (p99 {} ms, rendering included;",
+        "In run 39 the source sent each frame at most {} ms after its slot (p99 {} ms, rendering included).",
         _S39["source_send_lag_ms"]["max"], _S39["source_send_lag_ms"]["p99"],
         source="igt-soak-h200-run39-no-empty-cache.json",
     )
@@ -1602,8 +1604,128 @@ _PROGRESS38 = "".join(m.group(1) for m in re.finditer(r"^(\S+)\s+\[ *\d+%\]$", l
 add(
     quote(
         IGT,
-        "(``docs/results/gpu-tests-h200-run38.log``): {} passed, {} skipped, {} failed, both",
+        "(``docs/results/gpu-tests-h200-run38.log``): {} passed, {} skipped, {} failed, both that test,",
         _PROGRESS38.count("."), _PROGRESS38.count("s"), _PROGRESS38.count("F"), source="gpu-tests-h200-run38.log",
     )
 )
-add(quote(RELIABILITY, "GPU run 38 ({} minutes)", round(_E38["minutes"]), source="igt-soak-h200-run38.json"))
+
+
+# --- run 40: the 16-minute soak with the source in a process of its own, GC frozen, stages timed --
+SOAK40 = load("igt-soak-h200-run40.json")
+_S40, _E40, _T40 = SOAK40["summary"], SOAK40["environment"], SOAK40["samples"]
+assert _E40["source"] == "process" and _E40["gc"] == "freeze" and _E40["instrument"]
+assert {k: _E40[k] for k in ("model", "encoder", "graph_cache_size", "signatures", "minutes", "restart_every_s")} == {
+    k: _E38[k] for k in ("model", "encoder", "graph_cache_size", "signatures", "minutes", "restart_every_s")}
+
+
+def _windows(samples: list, key: str, sub: str = "") -> List[float]:
+    """Median of the 10 s samples' ``key`` over each three minutes from 60 s."""
+    out = []
+    for start in range(60, 960, 180):
+        v = [s[key][sub] if sub else s[key] for s in samples if start <= s["t_s"] < start + 180]
+        out.append(round(float(np.median(v)), 3))
+    return out
+
+
+_W40, _W38, _W40_99 = _windows(_T40, "loop_p50_ms"), _windows(_T38, "loop_p50_ms"), _windows(_T40, "loop_p99_ms")
+_ENC40 = _windows(_T40, "device_p50_ms", "set_image")
+_M40 = _S40["e2e_by_minute"]
+_GPU40 = _S40["gpu"]
+add(quote(IGT, "the source restarted every {} minutes;\n``docs/results/igt-soak-h200-run40.json``",
+          round(_E40["restart_every_s"] / 60), source="igt-soak-h200-run40.json"))
+add(
+    quote(
+        IGT,
+        "{} frames sent, {} answered ({} on time, {} late), {} dropped, {} errors, {} unaccounted, in {} s; end to "
+        "end p50 {} ms, p99 {} ms, at most {} ms; {} captures and {} evictions, the cache never above {}.",
+        _S40["frames_sent"], _S40["answered"], _S40["answered_on_time"], _S40["answered_late"], _S40["dropped"],
+        _S40["errors"], _S40["unaccounted"], _S40["wall_s"], _S40["e2e_p50_ms"], _S40["e2e_p99_ms"],
+        _S40["e2e_max_ms"], _S40["graph_captures"], _S40["graph_evictions"], _S40["graph_cache_max"],
+        source="igt-soak-h200-run40.json",
+    )
+)
+add(
+    quote(
+        IGT,
+        "minutes from the first minute on: {}, {}, {}, {} and {} ms (run 38: {}, {}, {}, {} and {} ms); of its p99s: "
+        "{}, {}, {}, {} and {} ms. Least-squares slopes: p50 {} ms/h, p99 {} ms/h (run 38: {} ms/h for the p50). End "
+        "to end, minute by minute: p50 {} to {} ms, p99 {} to {} ms. The image encoder on the device (CUDA events "
+        "around ``set_image``) took {} ms (median p50 of the first three minutes) and {} ms (the last), slope {} "
+        "ms/h; the GPU's SM clock read {} MHz in every one of the {} readings, {} to {} degrees C.",
+        *_W40, *_W38, *_W40_99, _S40["slopes"]["loop_p50_ms_per_hour"], _S40["slopes"]["loop_p99_ms_per_hour"],
+        _S38["slopes"]["loop_p50_ms_per_hour"], min(m["p50"] for m in _M40), max(m["p50"] for m in _M40),
+        min(m["p99"] for m in _M40), max(m["p99"] for m in _M40), _ENC40[0], _ENC40[-1],
+        _S40["slopes"]["device_set_image_p50_ms_per_hour"], round(_GPU40["clocks.sm"]["min"]),
+        _GPU40["readings"], round(_GPU40["temperature.gpu"]["min"]), round(_GPU40["temperature.gpu"]["max"]),
+        source="igt-soak-h200-run40.json",
+    )
+)
+assert _GPU40["clocks.sm"]["min"] == _GPU40["clocks.sm"]["max"]
+_BY_MINUTE40: dict = {}
+for _s in _T40:
+    _BY_MINUTE40.setdefault(int(_s["t_s"] // 60), []).append(_s)
+_FLOORS40 = {m: min(s["cuda_allocated_mb"] for s in v) for m, v in _BY_MINUTE40.items()}
+_FINAL40 = _FLOORS40[max(_FLOORS40)]
+_FROM4 = [v for m, v in _FLOORS40.items() if m >= 3]
+_AFTER40 = [s for s in _T40 if s["t_s"] >= 60]
+_HIGH40 = [s["cuda_reserved_mb"] for s in _AFTER40 if s["cuda_reserved_mb"] >= 4000]
+_LOW40 = [s for s in _AFTER40 if s["cuda_reserved_mb"] < 4000]
+assert all(any(t["captures"] > s["captures"] - 2 for t in _T40) for s in _LOW40)
+add(
+    quote(
+        IGT,
+        "Allocated device memory: each minute's lowest sample, from the fourth minute on, is between {} and {} MB ({} "
+        "MB in {} of the {} minutes; the samples above are frames in flight); reserved stays between {} and {} MB "
+        "in {} of the {} samples from 60 s on (the other two, {} and {} MB, come just after a capture emptied the "
+        "allocator's cache); host RSS went from {} to {} MB ({} MB/h).",
+        min(_FROM4), max(_FROM4), _FINAL40, _FROM4.count(_FINAL40), len(_FROM4), min(_HIGH40), max(_HIGH40),
+        len(_HIGH40), len(_AFTER40), *(s["cuda_reserved_mb"] for s in _LOW40), _S40["first"]["rss_mb"],
+        _S40["last"]["rss_mb"], _S40["slopes"]["rss_mb_per_hour"], source="igt-soak-h200-run40.json",
+    )
+)
+_SWITCH40 = max(s["switch_loop_max_ms"] for s in _T40 if s.get("switch_loop_max_ms") is not None)
+add(
+    quote(
+        IGT,
+        "{}% of the frames were answered after the {} ms deadline (run 38: {}%).",
+        f(100 * _S40["answered_late"] / _S40["frames_sent"], 1), round(_E40["deadline_ms"]),
+        f(100 * _S38["answered_late"] / _S38["frames_sent"], 1), source="igt-soak-h200-run40.json",
+    )
+)
+add(
+    quote(
+        IGT,
+        "(the frames next to one took up to {} ms), and the frame that arrives meanwhile waits in the queue (the queue "
+        "stage's p99, median over the samples, {} ms).",
+        _SWITCH40, round(float(np.median([s["stages_p99_ms"]["queue"] for s in _T40])), 3),
+        source="igt-soak-h200-run40.json",
+    )
+)
+add(quote(GRAPHS, "took up\n  to {} ms against a median of about {} ms (run 40,", _SWITCH40,
+          round(float(np.median([s["loop_p50_ms"] for s in _T40]))), source="igt-soak-h200-run40.json"))
+_LAG40 = _S40["source_send_lag_ms"]
+add(
+    quote(
+        IGT,
+        "The source sent each frame {} ms after its slot (p50; p99 {} ms; in run 39, rendering as it sent, p99 {} ms). "
+        "Its worst, {} ms, is a few frames (no minute's p99 above {} ms);",
+        _LAG40["p50"], _LAG40["p99"], _S39["source_send_lag_ms"]["p99"], _LAG40["max"],
+        f(max(m["p99"] for m in _S40["source_send_lag_by_minute"]), 1), source="igt-soak-h200-run40.json",
+    )
+)
+_PROGRESS40 = "".join(m.group(1) for m in re.finditer(r"^(\S+)\s+\[ *\d+%\]$", log("gpu-tests-h200-run40.log"), re.M))
+assert log("gpu-tests-h200-run40.log").rstrip().endswith("rc 0")
+add(
+    quote(
+        IGT,
+        "(``docs/results/gpu-tests-h200-run40.log``): {} passed, {} skipped, {} failed,",
+        _PROGRESS40.count("."), _PROGRESS40.count("s"), _PROGRESS40.count("F"), source="gpu-tests-h200-run40.log",
+    )
+)
+add(quote(RELIABILITY, "GPU run 40 ({} minutes)", round(_E40["minutes"]), source="igt-soak-h200-run40.json"))
+add(quote(RELIABILITY, "slope {} ms/h), {}% of frames late", _S40["slopes"]["loop_p50_ms_per_hour"],
+          f(100 * _S40["answered_late"] / _S40["frames_sent"], 1), source="igt-soak-h200-run40.json"))
+add(quote(IGT, "Run 40, the same {} minutes", round(_E40["minutes"]), source="igt-soak-h200-run40.json"))
+add(quote(IGT, "The median of the loop's {} s p50s over each three", round(_T40[1]["t_s"] - _T40[0]["t_s"]),
+          source="igt-soak-h200-run40.json"))
+add(quote(IGT, "samples from {} s on (the other two,", round(_S40["steady_from_s"]), source="igt-soak-h200-run40.json"))
