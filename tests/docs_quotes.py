@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import json
 import re
+from typing import List
 
 import numpy as np
-from typing import List
 
 from docs_check import ROOT, Quote, bench_result, bench_rows, f, fig, frame_rows, load, log, pct, quote
 
@@ -1604,7 +1604,7 @@ _PROGRESS38 = "".join(m.group(1) for m in re.finditer(r"^(\S+)\s+\[ *\d+%\]$", l
 add(
     quote(
         IGT,
-        "(``docs/results/gpu-tests-h200-run38.log``): {} passed, {} skipped, {} failed, both that test,",
+        "(``docs/results/gpu-tests-h200-run38.log``): {} passed, {} skipped, {} failed, both in that test,",
         _PROGRESS38.count("."), _PROGRESS38.count("s"), _PROGRESS38.count("F"), source="gpu-tests-h200-run38.log",
     )
 )
@@ -1647,12 +1647,13 @@ add(
 add(
     quote(
         IGT,
-        "minutes from the first minute on: {}, {}, {}, {} and {} ms (run 38: {}, {}, {}, {} and {} ms); of its p99s: "
+        "minutes from {} s on: {}, {}, {}, {} and {} ms (run 38: {}, {}, {}, {} and {} ms); of its p99s: "
         "{}, {}, {}, {} and {} ms. Least-squares slopes: p50 {} ms/h, p99 {} ms/h (run 38: {} ms/h for the p50). End "
         "to end, minute by minute: p50 {} to {} ms, p99 {} to {} ms. The image encoder on the device (CUDA events "
         "around ``set_image``) took {} ms (median p50 of the first three minutes) and {} ms (the last), slope {} "
         "ms/h; the GPU's SM clock read {} MHz in every one of the {} readings, {} to {} degrees C.",
-        *_W40, *_W38, *_W40_99, _S40["slopes"]["loop_p50_ms_per_hour"], _S40["slopes"]["loop_p99_ms_per_hour"],
+        round(_S40["steady_from_s"]), *_W40, *_W38, *_W40_99, _S40["slopes"]["loop_p50_ms_per_hour"],
+        _S40["slopes"]["loop_p99_ms_per_hour"],
         _S38["slopes"]["loop_p50_ms_per_hour"], min(m["p50"] for m in _M40), max(m["p50"] for m in _M40),
         min(m["p99"] for m in _M40), max(m["p99"] for m in _M40), _ENC40[0], _ENC40[-1],
         _S40["slopes"]["device_set_image_p50_ms_per_hour"], round(_GPU40["clocks.sm"]["min"]),
@@ -1729,3 +1730,5 @@ add(quote(IGT, "Run 40, the same {} minutes", round(_E40["minutes"]), source="ig
 add(quote(IGT, "The median of the loop's {} s p50s over each three", round(_T40[1]["t_s"] - _T40[0]["t_s"]),
           source="igt-soak-h200-run40.json"))
 add(quote(IGT, "samples from {} s on (the other two,", round(_S40["steady_from_s"]), source="igt-soak-h200-run40.json"))
+add(quote(IGT, "temperature and power every {} s beside ``--out``", _code("examples/igt/soak.py", r'"-l", "(\d+)"\]'),
+          source="examples/igt/soak.py (start_gpu_log)"))
