@@ -582,6 +582,45 @@ def test_a_state_dict_handed_between_callbacks():
     ) == [(10, "Image.fromarray()"), (12, "ndarray * mask")]
 
 
+def test_a_frameworks_session_store_read_by_another_function(tmp_path):
+    # Streamlit's st.session_state (items and attributes), Flask's g: one object
+    # for every function that names it through the module's import.
+    assert _ops(
+        """
+        import numpy as np
+        import streamlit as st
+        from flask import g
+        def segment(predictor, pts):
+            masks, scores, logits = predictor.predict(point_coords=pts)
+            st.session_state["mask"] = masks[0]
+            st.session_state.score = scores[0]
+            st.session_state["clicks"] = len(pts)
+            g.logits = logits
+        def show():
+            st.image(st.session_state["mask"].astype(np.uint8) * 255)
+            st.write(round(st.session_state.score, 2), np.zeros(st.session_state["clicks"]))
+            return np.save("l.npy", g.logits), st.session_state["other"].astype(np.uint8)
+        """
+    ) == [(12, ".astype()"), (13, "round()"), (14, "np.save()")]
+    # across modules: the page that reads is not the page that writes
+    (tmp_path / "seg.py").write_text(textwrap.dedent(
+        """
+        import streamlit as st
+        def run(predictor, box):
+            masks, _, _ = predictor.predict(box=box)
+            st.session_state.masks = masks
+        """))
+    (tmp_path / "view.py").write_text(textwrap.dedent(
+        """
+        import cv2
+        import streamlit as st
+        def draw(img):
+            for m in st.session_state.masks:
+                cv2.findContours(m, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+        """))
+    assert [(Path(f.path).name, f.line) for f in audit_path(tmp_path)] == [("view.py", 6)]
+
+
 def test_other_producers_paths_and_rows_of_the_table():
     assert _ops(
         """

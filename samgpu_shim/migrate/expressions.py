@@ -200,6 +200,9 @@ class Expressions(BaseScope):
         name = ".".join(reversed(_parts(node))) if _parts(node) else None
         if name and name in self.env:
             return self.env[name], self.kinds.get(name)
+        held = self.module_state(node)
+        if held is not None and held in self.p.keyed:  # st.session_state.masks, filled by another function
+            return self.p.keyed[held]
         if name and "." in name and self.func is not None and name in self.m.globals:
             kind = self.m.global_kinds.get(name)
             return self.m.globals[name], None if kind == K.MIXED else kind

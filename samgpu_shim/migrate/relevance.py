@@ -21,7 +21,7 @@ from typing import Dict, FrozenSet, Iterable, List, Set, Tuple
 
 from .entry_points import PREDICT_METHODS
 from .index import ModuleInfo, relative_base
-from .names import last_name
+from .names import dotted_name, last_name
 from .operations import CHANNEL_GET, CHANNEL_PUT, CONTAINER_ADDERS
 
 
@@ -40,6 +40,10 @@ class _Names:
         self.items_written: Set[str] = set()  # name['key'] written (a state dict callbacks share)
         self.items_read: Set[str] = set()
         self.filled: Set[str] = set()  # containers filled in place by name (a global dict, a list)
+        # st.session_state['mask'], st.session_state.masks: paths on an imported
+        # module's object, written and read (qualified by relevant())
+        self.paths_written: Set[str] = set()
+        self.paths_read: Set[str] = set()
         self.top_level = top_level
         for top in nodes:
             for node in ast.walk(top):
@@ -62,13 +66,20 @@ class _Names:
                                 receiver = receiver.func
                             self.receivers.add(receiver.attr if isinstance(receiver, ast.Attribute)
                                                else getattr(receiver, "id", ""))
-                elif isinstance(node, ast.Subscript) and isinstance(node.ctx, ast.Store):
+                elif isinstance(node, (ast.Assign, ast.AnnAssign)) and node.value is not None and not isinstance(
+                        node.value, ast.Constant):
+                    for target in getattr(node, "targets", [getattr(node, "target", None)]):
+                        self._path(target, self.paths_written)  # a constant (a setting) carries nothing
+                if isinstance(node, ast.Subscript) and isinstance(node.ctx, ast.Store):
                     self._written(node.value)  # self.cache[key] = x writes cache
                     self._item(node, self.items_written)
                 elif isinstance(node, ast.Subscript):
                     self._item(node, self.items_read)
+                    self._path(node, self.paths_read)
                 elif isinstance(node, ast.Attribute):
                     (self.attr_stores if isinstance(node.ctx, ast.Store) else self.attr_loads).add(node.attr)
+                    if not isinstance(node.ctx, ast.Store):
+                        self._path(node, self.paths_read)
                 elif isinstance(node, ast.Name):
                     if not isinstance(node.ctx, ast.Store):
                         self.name_loads.add(node.id)
@@ -82,6 +93,17 @@ class _Names:
         if isinstance(node, ast.Subscript) and isinstance(node.value, ast.Name) and \
                 isinstance(node.slice, ast.Constant) and isinstance(node.slice.value, str):
             into.add(f"{node.value.id}[{node.slice.value!r}]")
+
+    @staticmethod
+    def _path(node: ast.AST, into: Set[str]) -> None:
+        if isinstance(node, ast.Subscript):
+            name = dotted_name(node.value)
+            if name and "." in name and isinstance(node.slice, ast.Constant) and isinstance(node.slice.value, str):
+                into.add(f"{name}[{node.slice.value!r}]")
+        else:
+            name = dotted_name(node)
+            if name and "." in name:
+                into.add(name)
 
     def _written(self, node: ast.AST) -> None:
         while isinstance(node, ast.Subscript):
@@ -133,6 +155,18 @@ def _relative_imports(module: ModuleInfo) -> Set[str]:
     return out
 
 
+def _qualified(module: ModuleInfo, paths: Set[str]) -> Set[str]:
+    """``st.session_state.masks`` -> ``streamlit.session_state.masks``, for paths
+    that start at an imported name."""
+    out = set()
+    for path in paths:
+        head, _, rest = path.partition(".")
+        target = module.aliases.get(head)
+        if target is not None:
+            out.add(f"{target}.{rest}")
+    return out
+
+
 def _same(a: str, b: str) -> bool:
     """One module, as far as the scan root lets names tell (``app.utils`` and ``utils``)."""
     return a == b or a.endswith("." + b) or b.endswith("." + a)
@@ -157,6 +191,7 @@ def relevant(modules: Iterable[ModuleInfo]) -> Set[int]:
     classes: Set[str] = set()  # classes with relevant methods
     items: Set[str] = set()  # name['key'] written by relevant bodies
     filled: Set[str] = set()  # containers relevant bodies fill in place, by name
+    shared: Set[str] = set()  # paths on an imported module's object relevant bodies write (qualified)
     globals_: Dict[str, Set[str]] = {}  # module path -> globals its relevant top level binds
     reached: Set[str] = set()  # names of the modules with relevant bodies
     reached_imports: Set[str] = set()  # what those modules import
@@ -175,15 +210,21 @@ def relevant(modules: Iterable[ModuleInfo]) -> Set[int]:
     def imported_by_reached(module: ModuleInfo) -> bool:
         return any(_same(module.name, i) for i in reached_imports)
 
+    def shares_state(module: ModuleInfo) -> bool:
+        """It imports the module whose object a relevant body wrote into (streamlit)."""
+        roots = {p.split(".", 1)[0] for p in shared}
+        return any(t.split(".", 1)[0] in roots for t in module.aliases.values())
+
     while True:
-        words = called | attributes | receivers | channels | read | {i.split("[", 1)[0] for i in items}
+        words = called | attributes | receivers | channels | read | {i.split("[", 1)[0] for i in items} | {
+            p.split("[", 1)[0].rsplit(".", 1)[-1] for p in shared}
         grew = False
         for module in modules:
             if module.path not in indexed:
                 if module.identifiers.isdisjoint(words):
                     continue
                 if module.identifiers.isdisjoint(PREDICT_METHODS) and not (
-                        imports_reached(module) or imported_by_reached(module)):
+                        imports_reached(module) or imported_by_reached(module) or shares_state(module)):
                     continue  # no seed, no link: nothing here can matter (yet)
                 indexed[module.path] = _bodies(module)
             local = globals_.get(module.path, set())
@@ -194,7 +235,7 @@ def relevant(modules: Iterable[ModuleInfo]) -> Set[int]:
                     bool(info.calls & called or info.attr_loads & (attributes | called) or info.name_loads & local
                          or info.gets & channels or info.name_loads & (classes | called | filled)
                          or info.items_read & items)
-                    and imports_reached(module))
+                    and imports_reached(module)) or bool(shared and _qualified(module, info.paths_read) & shared)
                 if not consumer:
                     if name in callees and info.attr_loads - read:
                         # run when a relevant body calls it: what it reads is wanted too
@@ -220,6 +261,7 @@ def relevant(modules: Iterable[ModuleInfo]) -> Set[int]:
                 channels |= info.puts
                 items |= info.items_written
                 filled |= info.filled
+                shared |= _qualified(module, info.paths_written)
                 globals_.setdefault(module.path, set()).update(info.name_stores)
                 if module.name not in reached:
                     reached.add(module.name)

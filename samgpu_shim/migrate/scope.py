@@ -209,6 +209,9 @@ class BaseScope:
             self.env[name] = taint
             if kind is not None:
                 self.kinds[name] = kind
+        held = self.module_state(target)
+        if held is not None and (taint or kind is not None):
+            self.p.share(self.p.keyed, held, taint, kind)
         root = base
         while isinstance(root, (ast.Attribute, ast.Subscript)):
             root = root.value
@@ -216,10 +219,27 @@ class BaseScope:
             # an object that holds a result: the object carries it too
             self.env[root.id] = self.lookup(root.id) | taint
 
+    def module_state(self, node: ast.AST) -> Optional[str]:
+        """The qualified name of ``st.session_state`` or ``flask.g``: an attribute
+        path rooted at an imported module, one object for every function that
+        names it (a web framework's per-session or per-request store)."""
+        if not isinstance(node, ast.Attribute):
+            return None
+        name = dotted_name(node)
+        if not name or name.split(".")[0] not in self.m.aliases:
+            return None
+        return self.qualify(node)
+
     def state_key(self, base: ast.AST, key: ast.AST) -> Optional[str]:
         """``state['mask']`` for a parameter's item under a string key: a state dict
-        that callbacks hand each other, matched across functions by these names."""
-        if not (isinstance(base, ast.Name) and isinstance(key, ast.Constant) and isinstance(key.value, str)):
+        that callbacks hand each other, matched across functions by these names;
+        ``streamlit.session_state['mask']`` for a module's object (module_state)."""
+        if not (isinstance(key, ast.Constant) and isinstance(key.value, str)):
+            return None
+        held = self.module_state(base)
+        if held is not None:
+            return f"{held}[{key.value!r}]"
+        if not isinstance(base, ast.Name):
             return None
         func = self.func
         if func is None or base.id not in func.params or (func.is_method and func.params[:1] == [base.id]):
