@@ -23,7 +23,7 @@ from typing import Dict, List
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 BLIND = HERE / "audit_blind"
-BATCHES = ("a", "b", "c", "d", "e", "f", "g", "h")
+BATCHES = ("a", "b", "c", "d", "e", "f", "g", "h", "i")
 sys.path.insert(0, str(HERE))
 
 from audit_labels import expected  # noqa: E402
