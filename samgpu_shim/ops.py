@@ -90,7 +90,13 @@ OPS: Tuple[Op, ...] = (
                "mask coming back as uint8"),
     _numpy("np.zeros_like()", ("zeros_like", "ones_like", "empty_like", "full_like"), "np.zeros_like(m[0])"),
     _numpy("np.save()", ("save", "savez", "savez_compressed", "savetxt"), "np.save(path, m)"),
-    _numpy("np.uint8()", ("uint8", "int32", "int64", "float32", "float64", "bool_"), "np.uint8(m[0])"),
+    _numpy("np.uint8()", ("uint8", "int32", "int64", "float32", "bool_"), "np.uint8(m[0])"),
+    # np.float64 subclasses Python's float: its constructor reads a one-element
+    # tensor through float(), not __array__ (measured on tensors whose
+    # __array__ raises; np.float32 and the integer types go through __array__)
+    Op("np.float64()", "numpy", ("float64", "double", "float_"), WORKS, WORKS, EXPLICIT, "np.float64(s[0])",
+       "reads a one-element tensor with float() (one sync on CUDA); a tensor of more elements raises on any "
+       "device, where numpy would give an array", ""),
     _numpy("np.sum()", ("sum", "mean", "max", "min", "amax", "amin", "any", "all", "std", "var", "prod",
                         "median", "average"),
            "np.sum(m[0])", cpu=RAISES, cuda=RAISES,

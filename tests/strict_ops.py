@@ -44,6 +44,7 @@ def _ops() -> List[Tuple[str, str, Callable[[Any, Any, Any], Any]]]:
         (".to('cpu').numpy()", "works", lambda m, s, lg: m.to("cpu").numpy()),
         (".tolist()", "works", lambda m, s, lg: s.tolist()),
         ("float(score)", "works", lambda m, s, lg: float(s[0])),
+        ("np.float64(score)", "works", lambda m, s, lg: np.float64(s[0]).round(3)),
         (".item()", "works", lambda m, s, lg: s[0].item()),
         ("list[argmax]", "works", lambda m, s, lg: ["a", "b", "c", "d"][s.argmax()]),
         ("ndarray[argmax]", "works", lambda m, s, lg: np.arange(4)[s.argmax()]),

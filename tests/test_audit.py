@@ -621,6 +621,38 @@ def test_a_frameworks_session_store_read_by_another_function(tmp_path):
     assert [(Path(f.path).name, f.line) for f in audit_path(tmp_path)] == [("view.py", 6)]
 
 
+def test_a_decorator_that_times_the_call_hands_back_the_results_in_its_tuple():
+    assert _ops(
+        """
+        import functools, time
+        import numpy as np
+        def timed(fn):
+            @functools.wraps(fn)
+            def wrapper(*args, **kwargs):
+                t0 = time.perf_counter()
+                out = fn(*args, **kwargs)
+                return out, time.perf_counter() - t0
+            return wrapper
+        def passed(fn):
+            def inner(*a):
+                return fn(*a)
+            return inner
+        @timed
+        def decode(predictor, box):
+            return predictor.predict(box=box)
+        @passed
+        def plain(predictor, box):
+            return predictor.predict(box=box)
+        def run(predictor, box):
+            (masks, scores, logits), ms = decode(predictor, box)
+            m, s, lg = plain(predictor, box)
+            a = masks[0].mean(), round(ms, 1)
+            b = m[0].mean()
+            return a, b, np.float64(scores[0]), np.float32(s[0])
+        """
+    ) == [(24, ".mean()"), (25, ".mean()"), (26, "np.float32()")]
+
+
 def test_other_producers_paths_and_rows_of_the_table():
     assert _ops(
         """

@@ -12,7 +12,7 @@ from .expressions import Value
 from .index import ClassInfo, FuncInfo
 from .kinds import CLEAN, Elements, Keys, Kind, Positions
 from .library_calls import Args, LibraryCalls
-from .names import Taint, as_numpy_kw, last_name, stand_in, words
+from .names import Taint, as_numpy_kw, dotted_name, last_name, stand_in, words
 from .operations import (
     CHANNEL_GET,
     CHANNEL_PUT,
@@ -149,7 +149,7 @@ class Calls(LibraryCalls):
             summary = self.p.call(func, node, self, bound_self, context)
             if cls is not None:
                 return summary.ret, f"class:{cls.name}"
-            return summary.ret, summary.ret_kind
+            return self._decorated(func, (summary.ret, summary.ret_kind))
         # a class without __init__: its constructor
         args = self._args(node)
         taint = frozenset().union(*(t for _, t, _ in args)) if args else CLEAN
@@ -158,6 +158,18 @@ class Calls(LibraryCalls):
             if name is not None and len(node.args) <= len(cls.field_order):  # type: ignore[union-attr]
                 self.p.share(cls.fields, name, t, k)  # type: ignore[union-attr]
         return taint, f"class:{cls.name}"  # type: ignore[union-attr]
+
+    def _decorated(self, func: FuncInfo, value: Value) -> Value:
+        """What a call of ``func`` returns through its scanned decorators: a
+        wrapper that returns ``out, ms`` after ``out = fn(*args, **kwargs)``
+        puts the function's own value in the first place."""
+        for dec in reversed(getattr(func.node, "decorator_list", [])):  # the innermost wraps first
+            name = dotted_name(dec)
+            outer = self.p.function(func.module, name) if name and "." not in name else None
+            if outer is None:
+                continue  # a library decorator (functools.cache, torch.no_grad): the value as is
+            value = _through_wrapper(outer.node, value)
+        return value
 
     def _args(self, node: ast.Call) -> Args:
         out = []
@@ -357,3 +369,47 @@ class Calls(LibraryCalls):
             return
         self.p.share(self.p.channels, name, taint, kind)
 
+
+
+def _through_wrapper(decorator: ast.AST, value: Value) -> Value:
+    """``value`` as the wrapper that ``decorator`` returns hands it back: itself
+    for ``return fn(...)`` or ``return out``, a place of a tuple for ``return out,
+    ms``; unchanged when the wrapper's returns say nothing clear."""
+    params = decorator.args.args  # type: ignore[attr-defined]
+    if not params:
+        return value
+    fn = params[0].arg
+    inner = {n.name: n for n in decorator.body  # type: ignore[attr-defined]
+             if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))}
+    returned = [n.value.id for n in decorator.body  # type: ignore[attr-defined]
+                if isinstance(n, ast.Return) and isinstance(n.value, ast.Name) and n.value.id in inner]
+    if len(returned) != 1:
+        return value
+    wrapper = inner[returned[0]]
+
+    def calls_fn(node: Optional[ast.AST]) -> bool:
+        while isinstance(node, ast.Await):
+            node = node.value
+        return isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == fn
+
+    held = {t.id for n in ast.walk(wrapper) if isinstance(n, ast.Assign) and calls_fn(n.value)
+            for t in n.targets if isinstance(t, ast.Name)}
+
+    def is_value(node: Optional[ast.AST]) -> bool:
+        return calls_fn(node) or (isinstance(node, ast.Name) and node.id in held)
+
+    shapes = set()
+    for ret in (n for n in ast.walk(wrapper) if isinstance(n, ast.Return)):
+        if is_value(ret.value):
+            shapes.add(None)
+        elif isinstance(ret.value, ast.Tuple) and not any(isinstance(e, ast.Starred) for e in ret.value.elts):
+            shapes.add(tuple(is_value(e) for e in ret.value.elts))
+        else:
+            return value
+    if len(shapes) != 1:
+        return value
+    shape = shapes.pop()
+    if shape is None:
+        return value
+    taint, _ = value
+    return taint, Positions.of(value if here else (CLEAN, None) for here in shape)

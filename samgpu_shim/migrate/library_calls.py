@@ -99,7 +99,8 @@ class LibraryCalls(Expressions):
             return arg_taint, K.TORCH if arg_taint else K.NUMPY
         if arg_taint:
             op = numpy_row(short)
-            self._apply(node, op, f"{shown}()", arg_taint)
+            if op.breaks_on_cuda:
+                self._apply(node, op, f"{shown}()", arg_taint)
         if short in NUMPY_SCALARS:
             return CLEAN, K.NPSCALAR
         return CLEAN, K.NUMPY
