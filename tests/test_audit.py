@@ -653,6 +653,71 @@ def test_a_decorator_that_times_the_call_hands_back_the_results_in_its_tuple():
     ) == [(24, ".mean()"), (25, ".mean()"), (26, "np.float32()")]
 
 
+def test_lists_joined_by_plus_and_filled_through_a_conditional_receiver():
+    assert _ops(
+        """
+        import numpy as np
+        class Tracker:
+            def __init__(self):
+                self.tracks, self.finished = [], []
+            def step(self, predictor, boxes):
+                alive = []
+                for box in boxes:
+                    masks, scores, _ = predictor.predict(box=box)
+                    (alive if scores[0] > 0.5 else self.finished).append(masks[0])
+                self.tracks = alive
+                return alive
+        def report(predictor, boxes, names):
+            tracker = Tracker()
+            tracker.step(predictor, boxes)
+            for m in tracker.tracks + tracker.finished:
+                np.save("m.npy", m)
+            for m in tracker.finished:
+                m.astype(np.uint8)
+            both = (1, 2) + ("a",)
+            return names + ["x"], both[2].upper()
+        """
+    ) == [(17, "np.save()"), (19, ".astype()")]
+
+
+def test_executors_on_disk_arrays_numpy_only_encoders_and_filled_arguments():
+    assert _ops(
+        """
+        import asyncio, functools, json
+        import h5py, zarr
+        import numpy as np
+        class NumpyEncoder(json.JSONEncoder):
+            def default(self, o):
+                if isinstance(o, np.generic):
+                    return o.item()
+                return super().default(o)
+        class Duck(json.JSONEncoder):
+            def default(self, o):
+                return o.tolist() if hasattr(o, "tolist") else super().default(o)
+        def fill(predictor, box, out):
+            masks, scores, _ = predictor.predict(box=box)
+            out["best"] = scores[0]
+        async def infer(predictor, pt, path):
+            loop = asyncio.get_running_loop()
+            call = functools.partial(predictor.predict, point_coords=pt)
+            masks, scores, _ = await loop.run_in_executor(None, call)
+            m2, s2, _ = await loop.run_in_executor(None, functools.partial(predictor.predict, box=pt))
+            with h5py.File(path, "w") as f:
+                ds = f.require_dataset("m", shape=(1, 4, 4), dtype="u1")
+                ds[0] = masks[0]
+                f.create_dataset("s", data=s2)
+                f.create_dataset("n", data=len(m2))
+            z = zarr.zeros((2,), dtype="f4")
+            z[0] = scores[0]
+            host = np.zeros(2)
+            host[0] = scores[0]
+            summary = {}
+            fill(predictor, pt, summary)
+            return json.dumps(summary, cls=NumpyEncoder), json.dumps(summary, cls=Duck)
+        """
+    ) == [(23, "ndarray[i] = mask"), (24, ".create_dataset()"), (27, "ndarray[i] = mask"), (32, "json.dumps()")]
+
+
 def test_other_producers_paths_and_rows_of_the_table():
     assert _ops(
         """

@@ -23,6 +23,7 @@ from .operations import (
     PLOT_METHODS,
     call_row,
     effect,
+    numpy_row,
     row,
 )
 
@@ -57,6 +58,15 @@ class Calls(LibraryCalls):
             return self.library_call(node, qualified, self._args(node), CLEAN)
         if qualified in CALL_THROUGH and node.args and not isinstance(node.args[0], ast.Starred):
             return self._call(_through(node))
+        if isinstance(func, ast.Attribute) and func.attr == "run_in_executor" and len(node.args) >= 2 and not any(
+                isinstance(a, ast.Starred) for a in node.args[:2]):
+            # await loop.run_in_executor(None, f, a): f(a), in a thread
+            return self._call(stand_in(node, "executor", lambda: (node.args[1], node.args[2:], [])))
+        if isinstance(func, ast.Call) and self.qualify(func.func) == "functools.partial" and func.args and not \
+                isinstance(func.args[0], ast.Starred):
+            # functools.partial(f, a, k=1)(x): f(a, x, k=1)
+            return self._call(stand_in(node, ("partial", id(func)), lambda: (
+                func.args[0], [*func.args[1:], *node.args], [*func.keywords, *node.keywords])))
         if isinstance(func, ast.Name) and func.id in self.partials:
             # ask(x=1) for ask = functools.partial(f, a, k=2): f(a, k=2, x=1)
             partial = self.partials[func.id]
@@ -279,18 +289,23 @@ class Calls(LibraryCalls):
             return CLEAN, None
         if attr in CONTAINER_ADDERS and not K.is_tensor(recv_k) and recv_k != K.NUMPY:
             value = args[-1] if args else None
-            if value is not None and (value[1] or isinstance(recv_k, Elements)):
-                element = value[2]
-                if attr == "extend" or attr == "update":
-                    element = K.element(element) if attr == "extend" else None
-                replace: Kind = "?"
-                if attr == "update" and not isinstance(recv_k, Keys):
-                    replace = None
-                elif recv_k is None and not recv_t and attr != "update":
-                    replace = Elements((element,))  # a container nothing was known of: now its elements are
-                self.bind_into(func.value, value[1], element, replace=replace)
-                if attr in CHANNEL_PUT and value[1]:
-                    self._channel_put(func.value, value[1], value[2] if len(args) == 1 else None)
+            # (alive if ok else finished).append(tr): either list may get it
+            receivers = [func.value] if not isinstance(func.value, ast.IfExp) else [func.value.body, func.value.orelse]
+            for receiver in receivers:
+                if len(receivers) > 1:
+                    recv_t, recv_k = self._eval(receiver)
+                if value is not None and (value[1] or isinstance(recv_k, Elements)):
+                    element = value[2]
+                    if attr == "extend" or attr == "update":
+                        element = K.element(element) if attr == "extend" else None
+                    replace: Kind = "?"
+                    if attr == "update" and not isinstance(recv_k, Keys):
+                        replace = None
+                    elif recv_k is None and not recv_t and attr != "update":
+                        replace = Elements((element,))  # a container nothing was known of: now its elements are
+                    self.bind_into(receiver, value[1], element, replace=replace)
+                    if attr in CHANNEL_PUT and value[1]:
+                        self._channel_put(receiver, value[1], value[2] if len(args) == 1 else None)
             return CLEAN, None
         if attr in CHANNEL_GET:
             name = last_name(func.value)
@@ -308,6 +323,14 @@ class Calls(LibraryCalls):
             self._apply(node, call_row(attr), f".{attr}()", arg_taint)
             return CLEAN, None
         external = K.prefixed(recv_k, "external")
+        if external and external.split(".")[0] == "h5py":
+            if attr in ("create_group", "require_group"):
+                return CLEAN, K.external("h5py.Group")
+            if attr in ("create_dataset", "require_dataset"):
+                # h5py converts data= with numpy; the dataset takes items as an array does
+                if arg_taint:
+                    self._apply(node, numpy_row("asarray"), f".{attr}()", arg_taint)
+                return CLEAN, K.external("h5py.Dataset")
         if external and arg_taint:
             self.unscanned_call(node, f"{external}.{attr}", arg_taint)
             return CLEAN, None

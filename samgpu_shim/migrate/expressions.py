@@ -294,6 +294,9 @@ class Expressions(BaseScope):
                    left: Optional[ast.AST] = None, right: Optional[ast.AST] = None, in_place: bool = False) -> Value:
         """``left op right`` where either side may be a result (a row of the table
         when they meet an ndarray, a numpy scalar, or a boolean mask under ``-``)."""
+        joined = _concatenated(op, lt, lk, rt, rk)
+        if joined is not None:  # tracks + finished: a list of both lists' elements
+            return joined
         if isinstance(op, ast.Sub) and ((lk == K.MASK and lt) or (rk == K.MASK and rt)):
             found = row("1 - mask")
             self.report(node, found.name, effect(found), found.why, found.fix, lt | rt)
@@ -339,6 +342,28 @@ class Expressions(BaseScope):
         if not taint and kind == K.NUMPY:
             return CLEAN, K.NUMPY  # cv2.imread(p) > 127: a boolean array
         return taint, K.MASK if taint else None
+
+
+def _concatenated(op: ast.AST, lt: Taint, lk: Kind, rt: Taint, rk: Kind) -> Optional[Value]:
+    """``a + b`` of two lists or tuples (one side known to be one, the other
+    one or unknown and clean): their elements, or both tuples' places."""
+    if not isinstance(op, ast.Add):
+        return None
+    sides = [(t, k) for t, k in ((lt, lk), (rt, rk))]
+    if not any(isinstance(k, (Elements, Positions)) for _, k in sides):
+        return None
+    if any(not isinstance(k, (Elements, Positions)) and (t or k not in (None, K.EMPTY)) for t, k in sides):
+        return None
+    if isinstance(lk, Positions) and isinstance(rk, Positions):
+        return lt | rt, Positions.of([*lk, *rk])
+    element: Kind = K.EMPTY
+    for _, k in sides:
+        if isinstance(k, Elements):
+            element = K.join(element, k[0])
+        elif isinstance(k, Positions):
+            for _, place in k:
+                element = K.join(element, place)
+    return lt | rt, Elements((element,))
 
 
 def _is_property(func: ast.AST) -> bool:

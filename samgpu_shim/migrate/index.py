@@ -50,6 +50,16 @@ class FuncInfo:
         self.is_classmethod = "classmethod" in decorators
         self._array_params: Optional[Set[str]] = None
         self._global_names: Optional[FrozenSet[str]] = None
+        self._rebound: Optional[FrozenSet[str]] = None
+
+    @property
+    def rebound_names(self) -> FrozenSet[str]:
+        """The names the body assigns (a parameter among them is not the caller's object after)."""
+        if self._rebound is None:
+            self._rebound = frozenset(
+                n.id for node in ast.walk(self.node) for n in ([node] if isinstance(node, ast.Name) else [])
+                if isinstance(n.ctx, (ast.Store, ast.Del)))
+        return self._rebound
 
     @property
     def global_names(self) -> FrozenSet[str]:

@@ -13,6 +13,7 @@ from .expressions import Expressions, Value
 from .kinds import CLEAN, Elements, Keys, Kind, Positions
 from .names import Taint, dotted_name, words
 from .operations import (
+    ARRAY_STORE_MAKERS,
     BOOL_METHODS,
     HARMLESS_LIBRARIES,
     JSON_MODULES,
@@ -49,7 +50,11 @@ class LibraryCalls(Expressions):
     def library_call(self, node: ast.Call, qualified: str, args: Args, arg_taint: Taint) -> Value:
         shown = dotted_name(node.func) or qualified
         if qualified in PATH_FUNCTIONS or qualified.startswith("os.path."):
-            return CLEAN, None  # what is handed over here is a path, whatever else the name may hold
+            # what is handed over here is a path, whatever else the name may hold;
+            # a library's file object (h5py.File) is followed on
+            short = qualified.rsplit(".", 1)[-1]
+            top = qualified.split(".")[0]
+            return CLEAN, K.external(qualified) if short[:1].isupper() and top not in STDLIB else None
         if qualified in PASS_THROUGH_CALLS:
             return (args[0][1], args[0][2]) if args else (CLEAN, None)
         top = qualified.split(".")[0]
@@ -67,9 +72,13 @@ class LibraryCalls(Expressions):
             return arg_taint, K.TORCH
         if top in JSON_MODULES and short in ("dumps", "dump") and any(kw.arg in ("default", "cls")
                                                                       for kw in node.keywords):
+            if arg_taint and self._numpy_only_encoder(node):
+                self._apply(node, call_row(qualified, shown), f"{shown}()", arg_taint)
             return CLEAN, None  # the caller serialises tensors itself
         if qualified in NUMPY_RETURNING and not arg_taint:
             return CLEAN, K.NUMPY
+        if qualified in ARRAY_STORE_MAKERS and not arg_taint:
+            return CLEAN, K.external(ARRAY_STORE_MAKERS[qualified])
         op = call_row(qualified, shown)
         if op is not None:
             if arg_taint:
@@ -91,6 +100,30 @@ class LibraryCalls(Expressions):
         if short[:1].isupper():
             return CLEAN, K.external(qualified)
         return CLEAN, None
+
+    def _numpy_only_encoder(self, node: ast.Call) -> bool:
+        """``json.dump(x, fh, cls=NumpyEncoder)`` whose scanned ``default`` knows
+        numpy's types and nothing else: a tensor falls through to the base
+        class, which raises. Duck typing (hasattr, .tolist() on anything) or a
+        word of torch in it: the encoder may handle tensors, not reported."""
+        for kw in node.keywords:
+            if kw.arg not in ("cls", "default") or not isinstance(kw.value, (ast.Name, ast.Attribute)):
+                continue
+            name = dotted_name(kw.value)
+            if not name or "." in name:
+                continue
+            if kw.arg == "cls":
+                cls = self.p.cls(self.m, name)
+                func = self.p.method(cls, "default") if cls is not None else None
+            else:
+                func = self.p.function(self.m, name)
+            if func is None:
+                return False
+            text = ast.unparse(func.node)
+            if any(w in text for w in ("torch", "Tensor", "hasattr", "getattr", "__array__", "samgpu_shim", "try:")):
+                return False
+            return "isinstance" in text and ("np." in text or "numpy" in text)
+        return False
 
     def _numpy_call(self, node: ast.Call, short: str, shown: str, arg_taint: Taint) -> Value:
         if short in NUMPY_NOT_CALLS or short in NUMPY_PLAIN:

@@ -107,6 +107,12 @@ NUMPY_PRODUCERS = frozenset({"numpy", "cv2", "imageio", "tifffile", "skimage", "
 # numpy makes ``tensor & it`` or ``it[tensor]`` a finding).
 NUMPY_RETURNING = frozenset({"SimpleITK.GetArrayFromImage", "SimpleITK.GetArrayViewFromImage",
                              "rasterio.plot.reshape_as_image", "pycocotools.mask.decode"})
+# On-disk arrays whose items are written through np.asarray of the value (one
+# number included, where an ndarray slot reads it with __float__), and the
+# functions that make them.
+ARRAY_STORES = frozenset({"h5py.Dataset", "zarr.Array"})
+ARRAY_STORE_MAKERS = {"zarr.zeros": "zarr.Array", "zarr.ones": "zarr.Array", "zarr.empty": "zarr.Array",
+                      "zarr.full": "zarr.Array", "zarr.create": "zarr.Array", "zarr.open_array": "zarr.Array"}
 # Libraries the scan knows without reading them: torch and friends keep
 # tensors; the rest are in the table or harmless to hand a tensor to.
 TENSOR_LIBRARIES = frozenset({"torch", "torchvision", "kornia", "einops", "torchmetrics", "lightning",

@@ -26,6 +26,9 @@ class Summary:
     def __init__(self) -> None:
         self.ret: Taint = CLEAN
         self.ret_kind: Kind = None
+        # parameters the body filled in place (out["best"] = s, acc.append(m)),
+        # never rebound: slot -> (what was added, the container's kind after)
+        self.filled: Dict[int, Tuple[Taint, Kind]] = {}
 
 
 class Project:
@@ -337,6 +340,13 @@ class Project:
             scope.kinds[func.params[0]] = K.SELF
         scope.run(func.node.body)  # type: ignore[attr-defined]
         result = Summary()
+        rebound = func.rebound_names
+        for i, name in enumerate(names):
+            if name in rebound or (func.is_method and i == 0):
+                continue
+            added = scope.env.get(name, CLEAN) - (args[i] if i < len(args) else CLEAN)
+            if added:
+                result.filled[i] = (added, scope.kinds.get(name))
         result.ret = scope.returned
         result.ret_kind = None if scope.returned_kind == K.EMPTY else scope.returned_kind
         if scope.generator:  # calling it gives an iterator over what it yields
@@ -358,9 +368,11 @@ class Project:
             kinds[0] = K.SELF
         vararg_slot = len(params) if func.vararg else None
         kwarg_slot = len(slots) - 1 if func.kwarg else None
+        given: Dict[int, ast.AST] = {}  # slot -> the caller's expression
         for i, arg in enumerate(call.args):
             t, k = scope.eval(arg)
             index = i + offset
+            given[index] = arg
             if isinstance(arg, ast.Starred):
                 for j in range(index, len(params)):
                     slots[j] = slots[j] | t
@@ -380,10 +392,16 @@ class Project:
             elif kw.arg in params:
                 slots[params.index(kw.arg)] = t
                 kinds[params.index(kw.arg)] = k
+                given[params.index(kw.arg)] = kw.value
             elif kw.arg in func.kwonly:
                 slot = len(params) + (1 if func.vararg else 0) + func.kwonly.index(kw.arg)
                 slots[slot] = t
                 kinds[slot] = k
             elif kwarg_slot is not None:
                 slots[kwarg_slot] |= t
-        return self.summary(func, tuple(slots), tuple(kinds), context, silent=scope.silent)
+        result = self.summary(func, tuple(slots), tuple(kinds), context, silent=scope.silent)
+        for index, (taint, kind) in result.filled.items():
+            arg = given.get(index)
+            if isinstance(arg, (ast.Name, ast.Attribute, ast.Subscript)):
+                scope.bind_into(arg, taint, None, replace=kind)  # what the callee put in the caller's container
+        return result

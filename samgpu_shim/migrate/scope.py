@@ -11,6 +11,7 @@ from .entry_points import PREDICT_METHODS, RECEIVER_WORDS, REGISTRY, SAM_KEYWORD
 from .index import ClassInfo, FuncInfo, ModuleInfo
 from .kinds import ANY_KEY, CLEAN, Elements, Keys, Kind, Positions
 from .names import Taint, as_numpy_kw, dotted_name, last_name, words
+from .operations import ARRAY_STORES
 
 State = Tuple[Dict[str, Taint], Dict[str, Kind]]
 # A caller's view of ``self``'s attributes: attribute -> (taint, kind).
@@ -266,7 +267,7 @@ class BaseScope:
         if shared is not None and (taint or kind is not None):
             self.p.share(self.p.keyed, shared, taint, kind)
         _, base_kind = self.eval(base, report=False)  # type: ignore[attr-defined]
-        if base_kind == K.NUMPY or K.is_tensor(base_kind):
+        if base_kind == K.NUMPY or K.is_tensor(base_kind) or K.prefixed(base_kind, "external") in ARRAY_STORES:
             return  # written into an array (a sink, reported) or a tensor: no new taint there
         constant = key.value if isinstance(key, ast.Constant) and isinstance(key.value, (str, int)) else None
         if isinstance(base_kind, Keys) or (base_kind is None and (constant is not None or kind is not None)

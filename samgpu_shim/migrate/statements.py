@@ -11,7 +11,7 @@ from .calls import Calls
 from .index import FuncInfo
 from .kinds import CLEAN, Kind, Positions
 from .names import Taint, dotted_name, tensor_guard, words
-from .operations import effect, row
+from .operations import ARRAY_STORES, effect, row
 
 
 class Scope(Calls):
@@ -175,7 +175,10 @@ class Scope(Calls):
             if kt and not bt and kk != K.SCALAR and (bk is None or bk == K.NUMPY):
                 op = row("ndarray[mask] = v")
                 self.report(target, op.name, effect(op), op.why, op.fix, kt)
-            elif value and not bt and bk == K.NUMPY and kind != K.SCALAR and not _one_score(written):
+            elif value and (not bt and bk == K.NUMPY and kind != K.SCALAR and not _one_score(written)
+                            # an on-disk array (its attribute may have been taken for a
+                            # container before its kind was known)
+                            or K.prefixed(bk, "external") in ARRAY_STORES):
                 op = row("ndarray[i] = mask")
                 self.report(target, op.name, effect(op), op.why, op.fix, value)
         elif isinstance(target, (ast.Tuple, ast.List)):
