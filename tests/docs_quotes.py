@@ -1220,7 +1220,9 @@ add(
         "{} of {} at its first run, precision {}%; tuned against D too, it met E: {} of {} at its first run, "
         "precision {}%; tuned against E, it met F: {} of {} at its first run, precision {}%; tuned against F, "
         "the audit as it shipped met G: {} of {} at its first run, precision {}%; and with one more pattern (a "
-        "global rebound in a callback, from G's misses) it met H: {} of {} at its first run, precision {}%.",
+        "global rebound in a callback, from G's misses) it met H: {} of {} at its first run, precision {}%; tuned "
+        "against H, and with a framework's session store (``st.session_state``) added before I was read, it met I: "
+        "{} of {} at its first run, precision {}%.",
         BLIND["at"]["e57918e"]["d"]["found"], BLIND["at"]["e57918e"]["d"]["labelled"],
         round(100 * BLIND["at"]["e57918e"]["d"]["precision"]),
         BLIND["at"]["bc4a68d"]["e"]["found"], BLIND["at"]["bc4a68d"]["e"]["labelled"],
@@ -1231,6 +1233,8 @@ add(
         round(100 * BLIND["at"]["4cfcf35"]["g"]["precision"]),
         BLIND["at"]["bc0bc9f"]["h"]["found"], BLIND["at"]["bc0bc9f"]["h"]["labelled"],
         round(100 * BLIND["at"]["bc0bc9f"]["h"]["precision"]),
+        BLIND["at"]["ea73818"]["i"]["found"], BLIND["at"]["ea73818"]["i"]["labelled"],
+        round(100 * BLIND["at"]["ea73818"]["i"]["precision"]),
         source="audit-blind-cpu2.json",
     )
 )

@@ -2,7 +2,9 @@
 audit's at this checkout: any change of what it finds there fails here, and
 the results file (and the docs that quote it) must be generated again with
 ``python tests/audit_blind_score.py --at 9c99020 --at 0565acb --at d615171
---out docs/results/audit-blind-cpu2.json``."""
+--at e57918e --at bc4a68d --at 0b0621c --at 4cfcf35 --at bc0bc9f --at ea73818
+--out docs/results/audit-blind-cpu2.json`` (each batch's first run is one of
+these commits)."""
 
 from __future__ import annotations
 
