@@ -1518,6 +1518,27 @@ add(
         _P38_END[1]["reserved_mb"], source="leak-probe-h200-run38.log",
     )
 )
+def _soak_fates(summary: dict, source: str) -> Quote:
+    """A soak's frames and captures, in the sentence docs/igt.rst gives each long run."""
+    return quote(
+        IGT,
+        "{} frames sent, {} answered ({} on time, {} late), {} dropped, {} errors, {} unaccounted, in {} s; end to "
+        "end p50 {} ms, p99 {} ms, at most {} ms; {} captures and {} evictions, the cache never above {}.",
+        *(summary[k] for k in ("frames_sent", "answered", "answered_on_time", "answered_late", "dropped", "errors",
+                               "unaccounted", "wall_s", "e2e_p50_ms", "e2e_p99_ms", "e2e_max_ms", "graph_captures",
+                               "graph_evictions", "graph_cache_max")),
+        source=source,
+    )
+
+
+def _by_minute(samples: list) -> dict:
+    """A soak's samples, minute by minute of the run."""
+    out: dict = {}
+    for sample in samples:
+        out.setdefault(int(sample["t_s"] // 60), []).append(sample)
+    return out
+
+
 SOAK38 = load("igt-soak-h200-run38.json")
 _S38, _E38, _T38 = SOAK38["summary"], SOAK38["environment"], SOAK38["samples"]
 add(
@@ -1528,20 +1549,8 @@ add(
         source="igt-soak-h200-run38.json",
     )
 )
-add(
-    quote(
-        IGT,
-        "{} frames sent, {} answered ({} on time, {} late), {} dropped, {} errors, {} unaccounted, in {} s; end to "
-        "end p50 {} ms, p99 {} ms, at most {} ms; {} captures and {} evictions, the cache never above {}.",
-        _S38["frames_sent"], _S38["answered"], _S38["answered_on_time"], _S38["answered_late"], _S38["dropped"],
-        _S38["errors"], _S38["unaccounted"], _S38["wall_s"], _S38["e2e_p50_ms"], _S38["e2e_p99_ms"],
-        _S38["e2e_max_ms"], _S38["graph_captures"], _S38["graph_evictions"], _S38["graph_cache_max"],
-        source="igt-soak-h200-run38.json",
-    )
-)
-_BY_MINUTE38: dict = {}
-for _s in _T38:
-    _BY_MINUTE38.setdefault(int(_s["t_s"] // 60), []).append(_s)
+add(_soak_fates(_S38, "igt-soak-h200-run38.json"))
+_BY_MINUTE38 = _by_minute(_T38)
 _FLOOR38 = {min(s["cuda_allocated_mb"] for s in v) for m, v in _BY_MINUTE38.items() if m >= 3}
 assert len(_FLOOR38) == 1 and min(s["cuda_allocated_mb"] for s in _BY_MINUTE38[2]) > min(_FLOOR38)
 _STEP38 = next(s["t_s"] for s in _T38 if s["t_s"] >= _S38["steady_from_s"] and s["cuda_reserved_mb"] > 3000)
@@ -1637,17 +1646,7 @@ _M40 = _S40["e2e_by_minute"]
 _GPU40 = _S40["gpu"]
 add(quote(IGT, "the source restarted every {} minutes;\n``docs/results/igt-soak-h200-run40.json``",
           round(_E40["restart_every_s"] / 60), source="igt-soak-h200-run40.json"))
-add(
-    quote(
-        IGT,
-        "{} frames sent, {} answered ({} on time, {} late), {} dropped, {} errors, {} unaccounted, in {} s; end to "
-        "end p50 {} ms, p99 {} ms, at most {} ms; {} captures and {} evictions, the cache never above {}.",
-        _S40["frames_sent"], _S40["answered"], _S40["answered_on_time"], _S40["answered_late"], _S40["dropped"],
-        _S40["errors"], _S40["unaccounted"], _S40["wall_s"], _S40["e2e_p50_ms"], _S40["e2e_p99_ms"],
-        _S40["e2e_max_ms"], _S40["graph_captures"], _S40["graph_evictions"], _S40["graph_cache_max"],
-        source="igt-soak-h200-run40.json",
-    )
-)
+add(_soak_fates(_S40, "igt-soak-h200-run40.json"))
 add(
     quote(
         IGT,
@@ -1666,9 +1665,7 @@ add(
     )
 )
 assert _GPU40["clocks.sm"]["min"] == _GPU40["clocks.sm"]["max"]
-_BY_MINUTE40: dict = {}
-for _s in _T40:
-    _BY_MINUTE40.setdefault(int(_s["t_s"] // 60), []).append(_s)
+_BY_MINUTE40 = _by_minute(_T40)
 _FLOORS40 = {m: min(s["cuda_allocated_mb"] for s in v) for m, v in _BY_MINUTE40.items()}
 _FINAL40 = _FLOORS40[max(_FLOORS40)]
 _FROM4 = [v for m, v in _FLOORS40.items() if m >= 3]

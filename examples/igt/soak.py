@@ -133,9 +133,13 @@ def stage_window(timings: List[Dict[str, Any]], shape_every: int) -> Dict[str, A
         "gc_ms": round(sum(t["gc_ms"] for t in timings), 3),
     }
     for key, name in (("stages_ms", "stages"), ("device_ms", "device")):
-        stages = sorted({n for t in steady for n in t[key]})
-        out[name + "_p50_ms"] = {n: _percentile([t[key][n] for t in steady if n in t[key]], 50) for n in stages}
-        out[name + "_p99_ms"] = {n: _percentile([t[key][n] for t in steady if n in t[key]], 99) for n in stages}
+        values: Dict[str, List[float]] = {}
+        for t in steady:
+            for stage, ms in t[key].items():
+                values.setdefault(stage, []).append(ms)
+        ordered = sorted(values.items())
+        out[name + "_p50_ms"] = {n: _percentile(v, 50) for n, v in ordered}
+        out[name + "_p99_ms"] = {n: _percentile(v, 99) for n, v in ordered}
     return out
 
 

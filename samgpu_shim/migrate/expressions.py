@@ -349,7 +349,7 @@ def _concatenated(op: ast.AST, lt: Taint, lk: Kind, rt: Taint, rk: Kind) -> Opti
     one or unknown and clean): their elements, or both tuples' places."""
     if not isinstance(op, ast.Add):
         return None
-    sides = [(t, k) for t, k in ((lt, lk), (rt, rk))]
+    sides = ((lt, lk), (rt, rk))
     if not any(isinstance(k, (Elements, Positions)) for _, k in sides):
         return None
     if any(not isinstance(k, (Elements, Positions)) and (t or k not in (None, K.EMPTY)) for t, k in sides):

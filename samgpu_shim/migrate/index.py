@@ -56,9 +56,8 @@ class FuncInfo:
     def rebound_names(self) -> FrozenSet[str]:
         """The names the body assigns (a parameter among them is not the caller's object after)."""
         if self._rebound is None:
-            self._rebound = frozenset(
-                n.id for node in ast.walk(self.node) for n in ([node] if isinstance(node, ast.Name) else [])
-                if isinstance(n.ctx, (ast.Store, ast.Del)))
+            self._rebound = frozenset(n.id for n in ast.walk(self.node)
+                                      if isinstance(n, ast.Name) and isinstance(n.ctx, (ast.Store, ast.Del)))
         return self._rebound
 
     @property
@@ -237,6 +236,11 @@ class ModuleInfo:
             else:
                 return None
         return f"{target}.{rest}" if rest else target
+
+    def through_imports(self, dotted: str) -> Optional[str]:
+        """``qualify`` for a path whose head this module imported, else None
+        (``st.session_state.masks`` -> ``streamlit.session_state.masks``)."""
+        return self.qualify(dotted) if dotted.partition(".")[0] in self.aliases else None
 
     def _collect(self, node: ast.stmt) -> None:
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):

@@ -49,16 +49,14 @@ class LibraryCalls(Expressions):
 
     def library_call(self, node: ast.Call, qualified: str, args: Args, arg_taint: Taint) -> Value:
         shown = dotted_name(node.func) or qualified
+        top = qualified.split(".")[0]
+        short = qualified.rsplit(".", 1)[-1]
         if qualified in PATH_FUNCTIONS or qualified.startswith("os.path."):
             # what is handed over here is a path, whatever else the name may hold;
             # a library's file object (h5py.File) is followed on
-            short = qualified.rsplit(".", 1)[-1]
-            top = qualified.split(".")[0]
             return CLEAN, K.external(qualified) if short[:1].isupper() and top not in STDLIB else None
         if qualified in PASS_THROUGH_CALLS:
             return (args[0][1], args[0][2]) if args else (CLEAN, None)
-        top = qualified.split(".")[0]
-        short = qualified.rsplit(".", 1)[-1]
         if top == "numpy":
             return self._numpy_call(node, short, shown, arg_taint)
         if top == "samgpu_shim":  # to_numpy converts; the rest takes no result

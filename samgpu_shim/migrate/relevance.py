@@ -156,15 +156,8 @@ def _relative_imports(module: ModuleInfo) -> Set[str]:
 
 
 def _qualified(module: ModuleInfo, paths: Set[str]) -> Set[str]:
-    """``st.session_state.masks`` -> ``streamlit.session_state.masks``, for paths
-    that start at an imported name."""
-    out = set()
-    for path in paths:
-        head, _, rest = path.partition(".")
-        target = module.aliases.get(head)
-        if target is not None:
-            out.add(f"{target}.{rest}")
-    return out
+    """The paths that start at an imported name, qualified (ModuleInfo.through_imports)."""
+    return {q for q in map(module.through_imports, paths) if q}
 
 
 def _same(a: str, b: str) -> bool:

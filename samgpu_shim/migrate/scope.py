@@ -224,12 +224,10 @@ class BaseScope:
         """The qualified name of ``st.session_state`` or ``flask.g``: an attribute
         path rooted at an imported module, one object for every function that
         names it (a web framework's per-session or per-request store)."""
-        if not isinstance(node, ast.Attribute):
+        name = dotted_name(node) if isinstance(node, ast.Attribute) else None
+        if not name or self.local(name.split(".")[0]):
             return None
-        name = dotted_name(node)
-        if not name or name.split(".")[0] not in self.m.aliases:
-            return None
-        return self.qualify(node)
+        return self.m.through_imports(name)
 
     def state_key(self, base: ast.AST, key: ast.AST) -> Optional[str]:
         """``state['mask']`` for a parameter's item under a string key: a state dict
